@@ -1,0 +1,547 @@
+"""Typed stack configuration: one strict parse of every `trainyard:` key.
+
+`load(raw, stack)` takes the stack file's `config:` mapping (keys like `trainyard:network`,
+`aws:region`) with values already decoded from YAML, and returns a frozen `StackConfig` or raises
+`ConfigError` listing every problem, each as `trainyard:<path>: <what is wrong>`.
+
+Nothing here touches Pulumi: `__main__.py` reads the engine's config and hands it over, and
+`trainyard plan` calls the same function on the stack file before anything is synthesized.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional
+
+from components import netmath
+from components.catalog import Catalog, load_catalog
+from components.config_reader import REQUIRED, ConfigError, Reader, cidr_check, name_check
+
+__all__ = ["ConfigError", "StackConfig", "load", "SUPPORTED_K8S_VERSIONS"]
+
+NS = "trainyard"
+ENVIRONMENTS = ("dev", "staging", "prod")
+# Kubeflow Trainer v2 needs >= 1.31; versions EKS supports in standard support as of 2026-11.
+SUPPORTED_K8S_VERSIONS = ("1.31", "1.32", "1.33", "1.34")
+CAPACITY_TYPES = ("ON_DEMAND", "SPOT", "CAPACITY_BLOCK")
+AMI_TYPES = {
+    "AL2023_x86_64_NVIDIA": "nvidia",
+    "BOTTLEROCKET_x86_64_NVIDIA": "nvidia",
+    "AL2023_x86_64_NEURON": "neuron",
+}
+DEFAULT_AMI = {"nvidia": "AL2023_x86_64_NVIDIA", "neuron": "AL2023_x86_64_NEURON"}
+EFA_LAYOUTS = ("current", "legacy")
+NAT_MODES = ("single", "perAz")
+# CloudWatch Logs accepts only these retention periods (days).
+LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096,
+                      1827, 2192, 2557, 2922, 3288, 3653)
+INTERFACE_ENDPOINTS = ("ec2", "ecr.api", "ecr.dkr", "sts", "logs", "eks", "eks-auth",
+                       "elasticloadbalancing", "autoscaling", "ssm", "ssmmessages", "ec2messages",
+                       "monitoring", "kms")
+DEFAULT_INTERFACE_ENDPOINTS = ("ec2", "ecr.api", "ecr.dkr", "sts", "logs", "eks", "eks-auth",
+                               "elasticloadbalancing", "autoscaling")
+FSX_THROUGHPUTS = (125, 250, 500, 1000)
+_AZ_RE = re.compile(r"^([a-z]{2}(-gov)?-[a-z]+-\d)([a-z])$")
+_ROLE_ARN_RE = re.compile(r"^arn:aws(-[a-z]+)*:iam::\d{12}:role/[\w+=,.@/-]+$")
+_RESERVATION_RE = re.compile(r"^cr-[0-9a-f]{8,17}$")
+_BUCKET_PREFIX_RE = re.compile(r"^[a-z0-9][a-z0-9-]{1,35}[a-z0-9]$")
+
+
+# ----------------------------------------------------------------------------------------------
+# Typed sections
+# ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class NetworkConfig:
+    vpc_cidr: str
+    """IPv4 CIDR of the VPC (required). A /16 leaves room for four /18 private subnets."""
+    availability_zones: tuple[str, ...]
+    """AZs to span, all in the stack's region; 2-6 of them (required)."""
+    nat_gateways: str = "single"
+    """`single` (one NAT in the first AZ: cheap, one failure domain) or `perAz` (one per AZ)."""
+    private_subnet_prefix: Optional[int] = None
+    """Prefix length of each private subnet. Default: the largest equal blocks that leave room
+    for the public subnets (see netmath.default_private_prefix)."""
+    public_subnet_prefix: int = 24
+    """Prefix length of each public subnet (NAT gateways and load balancers only). Default /24."""
+    flow_log_retention_days: int = 30
+    """Retention of the VPC flow-log group; a CloudWatch-allowed value. Default 30."""
+    interface_endpoints: tuple[str, ...] = DEFAULT_INTERFACE_ENDPOINTS
+    """Interface VPC endpoints private nodes need; the S3 gateway endpoint is always created."""
+
+
+@dataclass(frozen=True)
+class SystemNodesConfig:
+    instance_types: tuple[str, ...] = ("m6i.xlarge",)
+    """On-demand CPU types for cluster add-ons. Default m6i.xlarge."""
+    min_size: int = 2
+    desired_size: int = 2
+    max_size: int = 4
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    kubernetes_version: str = "1.33"
+    """One of SUPPORTED_K8S_VERSIONS. Default 1.33."""
+    endpoint_public_access: bool = True
+    """Expose the API endpoint publicly (restricted to public_access_cidrs). Private access is
+    always on. Prod may turn public access off entirely."""
+    public_access_cidrs: tuple[str, ...] = ()
+    """CIDRs allowed to reach the public endpoint; required when it is public."""
+    admin_role_arns: tuple[str, ...] = ()
+    """IAM roles granted cluster admin through EKS access entries (authentication mode API)."""
+    log_retention_days: int = 90
+    """Retention of the control-plane log group. Default 90."""
+    system_nodes: SystemNodesConfig = field(default_factory=SystemNodesConfig)
+
+
+@dataclass(frozen=True)
+class CapacityReservation:
+    id: str
+    """`cr-...`: an On-Demand Capacity Reservation or a Capacity Block."""
+    availability_zone: str
+    """The AZ the reservation was made in; the pool must live there."""
+
+
+@dataclass(frozen=True)
+class GpuPoolConfig:
+    name: str
+    """Pool name: used in logical names and node labels; unique per stack."""
+    instance_types: tuple[str, ...]
+    """One type for ON_DEMAND / reserved pools; two or more of the same shape for SPOT."""
+    capacity_type: str
+    """ON_DEMAND (optionally into an ODCR via `capacityReservation`), SPOT, or CAPACITY_BLOCK."""
+    min_size: int
+    desired_size: int
+    max_size: int
+    availability_zones: tuple[str, ...]
+    """AZs the pool may use. Default: every stack AZ. EFA and reserved pools: exactly one."""
+    efa: bool = False
+    """Attach every EFA interface the instance type has. Default false."""
+    efa_layout: str = "current"
+    """`current` (primary ENA + efa-only elsewhere, AWS's present guidance) or `legacy` (every
+    interface `efa`, as eksctl builds it). Changing it replaces nodes."""
+    placement_group: bool = False
+    """Launch into a `cluster` placement group. Default: on for EFA pools without a reservation;
+    never allowed with a reservation (forcing one causes insufficient-capacity failures)."""
+    capacity_reservation: Optional[CapacityReservation] = None
+    ami_type: str = "AL2023_x86_64_NVIDIA"
+    """EKS AMI type; the default follows the accelerator vendor."""
+    root_volume_gib: int = 200
+    http_put_response_hop_limit: int = 2
+    """IMDSv2 hop limit; 2 lets containers reach IMDS through one hop, 1 blocks pods."""
+    auto_repair: bool = True
+    """EKS node auto-repair (needs the eks-node-monitoring-agent add-on)."""
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def reserved(self) -> bool:
+        return self.capacity_reservation is not None
+
+
+@dataclass(frozen=True)
+class EfsConfig:
+    enabled: bool = True
+    throughput_mode: str = "elastic"
+    """`elastic` (pay per use) or `bursting`."""
+    backups: bool = True
+
+
+@dataclass(frozen=True)
+class FsxConfig:
+    enabled: bool = False
+    storage_capacity_gib: int = 1200
+    """PERSISTENT_2: 1200 or a multiple of 2400 GiB."""
+    per_unit_storage_throughput: int = 250
+    """MB/s per TiB: 125, 250, 500 or 1000."""
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    bucket_prefix: Optional[str] = None
+    """Prefix for the S3 bucket names (Pulumi appends a random suffix). Default: auto-naming."""
+    retain_on_delete: bool = False
+    """Keep buckets, file systems and keys out of `pulumi destroy` (prod)."""
+    checkpoint_noncurrent_days: int = 30
+    """Expire noncurrent checkpoint object versions after this many days."""
+    dataset_tiering_days: int = 30
+    """Move dataset objects to Intelligent-Tiering after this many days; 0 = at once."""
+    access_log_retention_days: int = 365
+    efs: EfsConfig = field(default_factory=EfsConfig)
+    fsx: FsxConfig = field(default_factory=FsxConfig)
+
+
+@dataclass(frozen=True)
+class MonitoringConfig:
+    enabled: bool = True
+    prometheus_retention_days: int = 15
+    prometheus_storage_gib: int = 100
+    grafana_storage_gib: int = 10
+
+
+@dataclass(frozen=True)
+class KubeflowConfig:
+    enabled: bool = True
+    training_image: str = "public.ecr.aws/hpc-cloud/nccl-tests:latest"
+    """Image the generated TrainJobs run (must carry torch, boto3 and the workloads package)."""
+
+
+@dataclass(frozen=True)
+class TeamConfig:
+    name: str
+    """Namespace name."""
+    gpu_quota: int
+    """Most GPUs the namespace may request at once."""
+    admin_role_arns: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    stack: str
+    region: str
+    environment: str
+    tags: Mapping[str, str]
+    """Tags on every taggable resource: environment, owner, cost-center (+ any extra)."""
+    network: NetworkConfig
+    cluster: ClusterConfig
+    gpu_pools: tuple[GpuPoolConfig, ...]
+    storage: StorageConfig
+    monitoring: MonitoringConfig
+    kubeflow: KubeflowConfig
+    teams: tuple[TeamConfig, ...]
+
+    def pool(self, name: str) -> GpuPoolConfig:
+        for p in self.gpu_pools:
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+    @property
+    def efa_azs(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(p.availability_zones[0] for p in self.gpu_pools if p.efa))
+
+
+# ----------------------------------------------------------------------------------------------
+# Parsing
+# ----------------------------------------------------------------------------------------------
+def load(raw: Mapping[str, Any], stack: str, catalog: Optional[Catalog] = None) -> StackConfig:
+    """Parse a stack file's `config:` mapping. Raises ConfigError with every problem found."""
+    catalog = catalog or load_catalog()
+    problems: list[str] = []
+    if not isinstance(raw, Mapping):
+        raise ConfigError([f"config: expected a mapping of keys, got {type(raw).__name__}"])
+
+    ours = {k[len(NS) + 1:]: v for k, v in raw.items() if k.startswith(NS + ":")}
+    root = Reader(ours, NS + ":", problems)  # keys read as `trainyard:gpuPools[0].name`
+
+    region = raw.get("aws:region")
+    if not isinstance(region, str) or not re.match(r"^[a-z]{2}(-gov)?-[a-z]+-\d$", region):
+        problems.append(f"aws:region: {region!r} is not an AWS region (e.g. us-east-1)")
+        region = ""
+
+    environment = root.str("environment", choices=ENVIRONMENTS)
+    tags_r = root.child("tags")
+    tags = {
+        "environment": environment or "",
+        "owner": tags_r.str("owner"),
+        "cost-center": tags_r.str("costCenter"),
+    }
+    extra = tags_r.str_map("extra")
+    tags_r.finish()
+    tags.update(extra)
+
+    network = _network(root.child("network"), region)
+    cluster = _cluster(root.child("cluster"), catalog)
+    pools = tuple(_pool(r, network, catalog) for r in root.items("gpuPools"))
+    storage = _storage(root.child("storage"))
+    monitoring = _monitoring(root.child("monitoring"))
+    kubeflow = _kubeflow(root.child("kubeflow"))
+    teams = tuple(_team(r) for r in root.items("teams"))
+    root.finish()
+
+    _cross_checks(problems, network, cluster, pools, storage, teams, catalog)
+    if problems:
+        raise ConfigError(problems)
+    return StackConfig(stack=stack, region=region, environment=environment, tags=tags,
+                       network=network, cluster=cluster, gpu_pools=pools, storage=storage,
+                       monitoring=monitoring, kubeflow=kubeflow, teams=teams)
+
+
+def _az_check(region: str):
+    def check(value: str) -> Optional[str]:
+        m = _AZ_RE.match(value)
+        if not m:
+            return "is not an availability zone name (e.g. us-east-1a)"
+        if region and m.group(1) != region:
+            return f"is not in region {region!r}"
+        return None
+    return check
+
+
+def _network(r: Reader, region: str) -> NetworkConfig:
+    n = NetworkConfig(
+        vpc_cidr=r.str("vpcCidr", check=cidr_check) or "",
+        availability_zones=r.str_list("availabilityZones", min_items=2, check=_az_check(region)),
+        nat_gateways=r.str("natGateways", "single", choices=NAT_MODES),
+        private_subnet_prefix=r.int("privateSubnetPrefix", None, min=16, max=26),
+        public_subnet_prefix=r.int("publicSubnetPrefix", 24, min=16, max=28),
+        flow_log_retention_days=_retention(r, "flowLogRetentionDays", 30),
+        interface_endpoints=r.str_list(
+            "interfaceEndpoints", DEFAULT_INTERFACE_ENDPOINTS,
+            check=lambda v: None if v in INTERFACE_ENDPOINTS else
+            f"is not a supported endpoint ({', '.join(INTERFACE_ENDPOINTS)})"),
+    )
+    if len(n.availability_zones) > 6:
+        r.error(f"at most 6 availability zones, got {len(n.availability_zones)}", "availabilityZones")
+    r.finish()
+    if n.vpc_cidr and not cidr_check(n.vpc_cidr) and len(n.availability_zones) >= 2:
+        try:
+            netmath.carve_subnets(n.vpc_cidr, n.availability_zones, n.private_subnet_prefix,
+                                  n.public_subnet_prefix)
+        except ValueError as e:
+            r.error(f"{n.vpc_cidr!r} cannot hold the subnets: {e}", "vpcCidr")
+    return n
+
+
+def _retention(r: Reader, name: str, default: int) -> int:
+    value = r.int(name, default)
+    if value is not None and value not in LOG_RETENTION_DAYS:
+        r.error(f"{value} is not a CloudWatch Logs retention period "
+                f"({', '.join(map(str, LOG_RETENTION_DAYS[:12]))}, ...)", name)
+    return value
+
+
+def _cluster(r: Reader, catalog: Catalog) -> ClusterConfig:
+    s = r.child("systemNodes")
+    system = SystemNodesConfig(
+        instance_types=s.str_list("instanceTypes", ("m6i.xlarge",), min_items=1,
+                                  check=_known_type(catalog)),
+        min_size=s.int("minSize", 2, min=1),
+        desired_size=s.int("desiredSize", 2, min=1),
+        max_size=s.int("maxSize", 4, min=1, max=100),
+    )
+    _sizes(s, system.min_size, system.desired_size, system.max_size)
+    s.finish()
+    c = ClusterConfig(
+        kubernetes_version=r.str("kubernetesVersion", "1.33", check=lambda v: None
+                                 if v in SUPPORTED_K8S_VERSIONS else
+                                 f"is not a supported Kubernetes version "
+                                 f"({', '.join(SUPPORTED_K8S_VERSIONS)})"),
+        endpoint_public_access=r.bool("endpointPublicAccess", True),
+        public_access_cidrs=r.str_list("publicAccessCidrs", (), check=cidr_check),
+        admin_role_arns=r.str_list("adminRoleArns", (), check=_role_arn_check),
+        log_retention_days=_retention(r, "logRetentionDays", 90),
+        system_nodes=system,
+    )
+    if c.endpoint_public_access and not c.public_access_cidrs and not r.has("publicAccessCidrs"):
+        r.error("is required when endpointPublicAccess is true (name the CIDRs allowed to reach "
+                "the API)", "publicAccessCidrs")
+    r.finish()
+    return c
+
+
+def _role_arn_check(value: str) -> Optional[str]:
+    return None if _ROLE_ARN_RE.match(value) else "is not an IAM role ARN"
+
+
+def _known_type(catalog: Catalog):
+    return lambda v: None if catalog.knows(v) else "is not a known instance type"
+
+
+def _sizes(r: Reader, lo: Optional[int], want: Optional[int], hi: Optional[int]) -> None:
+    if None in (lo, want, hi):
+        return
+    if lo > hi:  # type: ignore[operator]
+        r.error(f"minSize {lo} is greater than maxSize {hi}", "minSize")
+    elif not lo <= want <= hi:  # type: ignore[operator]
+        r.error(f"{want} must lie between minSize {lo} and maxSize {hi}", "desiredSize")
+
+
+def _pool(r: Reader, network: NetworkConfig, catalog: Catalog) -> GpuPoolConfig:
+    name = r.str("name", check=name_check)
+    types = r.str_list("instanceTypes", min_items=1, check=_known_type(catalog))
+    capacity = r.str("capacityType", "ON_DEMAND", choices=CAPACITY_TYPES)
+    lo, want, hi = r.int("minSize", 0, min=0), r.int("desiredSize", None, min=0), \
+        r.int("maxSize", min=1, max=1000)
+    want = lo if want is None else want
+    _sizes(r, lo, want, hi)
+    azs = r.str_list("availabilityZones", network.availability_zones, min_items=1,
+                     check=lambda v: None if v in network.availability_zones or not
+                     network.availability_zones else
+                     f"is not one of the stack's availability zones "
+                     f"({', '.join(network.availability_zones)})")
+    efa = r.bool("efa", False)
+    layout = r.str("efaLayout", "current", choices=EFA_LAYOUTS)
+    res_r = r.child("capacityReservation")
+    reservation = None
+    if r.has("capacityReservation"):
+        reservation = CapacityReservation(
+            id=res_r.str("id", check=lambda v: None if _RESERVATION_RE.match(v)
+                         else "is not a capacity reservation id (cr-...)") or "",
+            availability_zone=res_r.str("availabilityZone", check=_az_check("")) or "",
+        )
+    res_r.finish()
+
+    specs = [catalog.get(t) for t in types if catalog.knows(t)]
+    vendors = {s.vendor for s in specs}
+    for i, s in enumerate(specs):
+        if not s.is_accelerated:
+            r.error(f"{s.name!r} has no GPU or accelerator; use cluster.systemNodes for CPU "
+                    "nodes", f"instanceTypes[{i}]")
+    vendor = next(iter(vendors)) if len(vendors) == 1 else None
+    ami = r.str("amiType", DEFAULT_AMI.get(vendor or "nvidia"), choices=AMI_TYPES)
+    default_pg = bool(efa and reservation is None)
+    pg = r.bool("placementGroup", default_pg)
+
+    # -- rules that tie fields together --------------------------------------------------
+    if len({s.shape for s in specs}) > 1:
+        shapes = ", ".join(f"{s.name} ({s.gpus}x {s.gpu_model}, {s.max_efa} EFA)" for s in specs)
+        r.error(f"mixes instance shapes ({shapes}); every type in a pool needs the same "
+                "accelerator count and EFA interface count", "instanceTypes")
+    if capacity == "SPOT" and len(types) < 2 and types:
+        r.error(f"a SPOT pool needs at least 2 instance types of the same shape for "
+                f"diversification, got {list(types)}", "instanceTypes")
+    if capacity != "SPOT" and len(types) > 1:
+        r.error(f"{capacity} pools take exactly one instance type, got {list(types)}",
+                "instanceTypes")
+    if efa:
+        for i, s in enumerate(specs):
+            if not s.efa:
+                r.error(f"efa is true but {s.name!r} has no EFA support", f"instanceTypes[{i}]")
+        if len(azs) != 1:
+            r.error(f"an EFA pool must live in exactly one availability zone (NCCL over EFA "
+                    f"fails across subnets), got {list(azs)}", "availabilityZones")
+    if capacity == "CAPACITY_BLOCK" and reservation is None:
+        r.error("is required for a CAPACITY_BLOCK pool (the Capacity Block's cr- id and AZ)",
+                "capacityReservation")
+    if capacity == "SPOT" and reservation is not None:
+        r.error("SPOT pools cannot target a capacity reservation", "capacityReservation")
+    if reservation is not None:
+        if len(azs) != 1:
+            r.error(f"a reserved pool must live in exactly its reservation's AZ, got {list(azs)}",
+                    "availabilityZones")
+        elif reservation.availability_zone and azs[0] != reservation.availability_zone:
+            r.error(f"{azs[0]!r} is not the reservation's availability zone "
+                    f"{reservation.availability_zone!r}", "availabilityZones")
+        if pg:
+            r.error("true is not allowed on a reserved pool: a placement group the reservation "
+                    "was not created with causes insufficient-capacity failures",
+                    "placementGroup")
+    if pg and not efa and r.has("placementGroup"):
+        r.error("true needs efa: true (placement groups exist for EFA collectives)",
+                "placementGroup")
+    if vendor and ami and AMI_TYPES[ami] != vendor:
+        r.error(f"{ami!r} does not match the {vendor} accelerators of {list(types)}", "amiType")
+    if layout != "current" and not efa and r.has("efaLayout"):
+        r.error("is set but efa is false", "efaLayout")
+
+    pool = GpuPoolConfig(
+        name=name or "", instance_types=types, capacity_type=capacity or "ON_DEMAND",
+        min_size=lo, desired_size=want, max_size=hi, availability_zones=azs, efa=bool(efa),
+        efa_layout=layout, placement_group=bool(pg), capacity_reservation=reservation,
+        ami_type=ami or "AL2023_x86_64_NVIDIA",
+        root_volume_gib=r.int("rootVolumeGiB", 200, min=50, max=16384),
+        http_put_response_hop_limit=r.int("httpPutResponseHopLimit", 2, min=1, max=64),
+        auto_repair=r.bool("autoRepair", True),
+        labels=r.str_map("labels"),
+    )
+    r.finish()
+    return pool
+
+
+def _storage(r: Reader) -> StorageConfig:
+    e, f = r.child("efs"), r.child("fsx")
+    efs = EfsConfig(enabled=e.bool("enabled", True),
+                    throughput_mode=e.str("throughputMode", "elastic",
+                                          choices=("elastic", "bursting")),
+                    backups=e.bool("backups", True))
+    e.finish()
+    fsx = FsxConfig(enabled=f.bool("enabled", False),
+                    storage_capacity_gib=f.int("storageCapacityGiB", 1200, min=1200),
+                    per_unit_storage_throughput=f.int("perUnitStorageThroughput", 250))
+    if fsx.per_unit_storage_throughput not in FSX_THROUGHPUTS:
+        f.error(f"{fsx.per_unit_storage_throughput} is not one of "
+                f"{', '.join(map(str, FSX_THROUGHPUTS))}", "perUnitStorageThroughput")
+    cap = fsx.storage_capacity_gib
+    if cap is not None and cap >= 1200 and cap != 1200 and cap % 2400:
+        f.error(f"{cap} is not allowed for PERSISTENT_2 (1200 or a multiple of 2400 GiB)",
+                "storageCapacityGiB")
+    f.finish()
+    s = StorageConfig(
+        bucket_prefix=r.str("bucketPrefix", None, check=lambda v: None
+                            if _BUCKET_PREFIX_RE.match(v) and "--" not in v else
+                            "is not a valid bucket name prefix (3-37 lowercase letters, digits "
+                            "or '-', starting and ending with a letter or digit)"),
+        retain_on_delete=r.bool("retainOnDelete", False),
+        checkpoint_noncurrent_days=r.int("checkpointNoncurrentDays", 30, min=1, max=3650),
+        dataset_tiering_days=r.int("datasetTieringDays", 30, min=0, max=3650),
+        access_log_retention_days=r.int("accessLogRetentionDays", 365, min=1, max=3650),
+        efs=efs, fsx=fsx)
+    r.finish()
+    return s
+
+
+def _monitoring(r: Reader) -> MonitoringConfig:
+    m = MonitoringConfig(
+        enabled=r.bool("enabled", True),
+        prometheus_retention_days=r.int("prometheusRetentionDays", 15, min=1, max=365),
+        prometheus_storage_gib=r.int("prometheusStorageGiB", 100, min=10, max=16384),
+        grafana_storage_gib=r.int("grafanaStorageGiB", 10, min=1, max=1024))
+    r.finish()
+    return m
+
+
+def _kubeflow(r: Reader) -> KubeflowConfig:
+    k = KubeflowConfig(enabled=r.bool("enabled", True),
+                       training_image=r.str("trainingImage", KubeflowConfig.training_image))
+    r.finish()
+    return k
+
+
+def _team(r: Reader) -> TeamConfig:
+    t = TeamConfig(
+        name=r.str("name", check=lambda v: None if re.match(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$", v)
+                   and v not in ("default", "kube-system", "kube-public", "kube-node-lease")
+                   else "is not a usable namespace name") or "",
+        gpu_quota=r.int("gpuQuota", min=0, max=100000),
+        admin_role_arns=r.str_list("adminRoleArns", (), check=_role_arn_check))
+    r.finish()
+    return t
+
+
+def _cross_checks(problems: list[str], network: NetworkConfig, cluster: ClusterConfig,
+                  pools: tuple[GpuPoolConfig, ...], storage: StorageConfig,
+                  teams: tuple[TeamConfig, ...], catalog: Catalog) -> None:
+    def dupes(names):
+        return sorted({n for n in names if n and list(names).count(n) > 1})
+
+    for n in dupes([p.name for p in pools]):
+        problems.append(f"{NS}:gpuPools: pool name {n!r} is used more than once")
+    for n in dupes([t.name for t in teams]):
+        problems.append(f"{NS}:teams: team name {n!r} is used more than once")
+    if storage.fsx.enabled and not any(p.efa for p in pools):
+        problems.append(f"{NS}:storage.fsx.enabled: true needs an EFA GPU pool (FSx for Lustre "
+                        "is placed in the EFA pool's availability zone)")
+    for c in cluster.public_access_cidrs:
+        if network.vpc_cidr and not cidr_check(network.vpc_cidr) and not cidr_check(c) and \
+                ipaddress.ip_network(c).overlaps(ipaddress.ip_network(network.vpc_cidr)):
+            problems.append(f"{NS}:cluster.publicAccessCidrs: {c!r} overlaps the VPC CIDR "
+                            f"{network.vpc_cidr!r}; the public endpoint is for outside callers")
+    # Private subnets must hold the nodes (and pods) the pools may launch in them.
+    if network.vpc_cidr and not cidr_check(network.vpc_cidr) and \
+            len(network.availability_zones) >= 2 and all(p.name for p in pools):
+        try:
+            plan = netmath.carve_subnets(network.vpc_cidr, network.availability_zones,
+                                         network.private_subnet_prefix,
+                                         network.public_subnet_prefix)
+        except ValueError:
+            return
+        for az in network.availability_zones:
+            need = netmath.ips_needed_in_az(az, pools, cluster.system_nodes, network, catalog)
+            have = netmath.usable_addresses(plan.private[az])
+            if need > have:
+                problems.append(
+                    f"{NS}:network.privateSubnetPrefix: private subnet {plan.private[az]} in {az} "
+                    f"has {have} usable addresses but the pools may need {need}; use a larger "
+                    "VPC CIDR or a smaller prefix")

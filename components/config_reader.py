@@ -1,0 +1,188 @@
+"""A small strict reader for nested config mappings.
+
+Every accessor records problems as ``"<path>: <message>"`` instead of raising, so a parse can
+report every mistake at once. Keys that are never read are reported as unknown by ``finish()``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any, Callable, Iterable, Optional, TypeVar
+
+T = TypeVar("T")
+
+REQUIRED: Any = object()
+
+
+class ConfigError(Exception):
+    """Every problem found in a stack's config, each one line naming its key path."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return type(value).__name__
+
+
+class Reader:
+    """Reads one mapping at ``path``; child readers share the problem list."""
+
+    def __init__(self, raw: Any, path: str, problems: list[str]):
+        self.path = path
+        self.problems = problems
+        self.ok = isinstance(raw, dict)
+        if raw is not None and not self.ok:
+            self.error(f"expected a mapping, got {_kind(raw)}")
+        self.raw: dict = raw if self.ok else {}
+        self._seen: set[str] = set()
+
+    # -- reporting -------------------------------------------------------------------------
+    def key(self, name: str) -> str:
+        # A root reader's path is a namespace ("trainyard:"), nested ones a dotted path.
+        if not self.path or self.path.endswith(":"):
+            return f"{self.path}{name}"
+        return f"{self.path}.{name}"
+
+    def error(self, message: str, key: Optional[str] = None) -> None:
+        where = self.key(key) if key is not None else self.path
+        self.problems.append(f"{where}: {message}")
+
+    def has(self, name: str) -> bool:
+        return name in self.raw
+
+    # -- scalars ---------------------------------------------------------------------------
+    def _get(self, name: str, default: Any) -> tuple[Any, bool]:
+        self._seen.add(name)
+        if name not in self.raw or self.raw[name] is None:
+            if default is REQUIRED:
+                self.error("is required", name)
+            return default, False
+        return self.raw[name], True
+
+    def str(self, name: str, default: Any = REQUIRED, choices: Optional[Iterable[str]] = None,
+            check: Optional[Callable[[str], Optional[str]]] = None) -> Any:
+        value, present = self._get(name, default)
+        if not present:
+            return None if value is REQUIRED else value
+        if not isinstance(value, str):
+            self.error(f"expected a string, got {_kind(value)} {value!r}", name)
+            return None if default is REQUIRED else default
+        if choices is not None and value not in choices:
+            self.error(f"{value!r} is not one of {', '.join(sorted(choices))}", name)
+            return None if default is REQUIRED else default
+        if check is not None:
+            message = check(value)
+            if message:
+                self.error(f"{value!r} {message}", name)
+        return value
+
+    def int(self, name: str, default: Any = REQUIRED, min: Optional[int] = None,
+            max: Optional[int] = None) -> Any:
+        value, present = self._get(name, default)
+        if not present:
+            return None if value is REQUIRED else value
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.error(f"expected an integer, got {_kind(value)} {value!r}", name)
+            return None if default is REQUIRED else default
+        if min is not None and value < min:
+            self.error(f"{value} is below the minimum {min}", name)
+        if max is not None and value > max:
+            self.error(f"{value} is above the maximum {max}", name)
+        return value
+
+    def bool(self, name: str, default: Any = REQUIRED) -> Any:
+        value, present = self._get(name, default)
+        if not present:
+            return None if value is REQUIRED else value
+        if not isinstance(value, bool):
+            self.error(f"expected true or false, got {_kind(value)} {value!r}", name)
+            return None if default is REQUIRED else default
+        return value
+
+    def str_list(self, name: str, default: Any = REQUIRED, min_items: int = 0,
+                 check: Optional[Callable[[str], Optional[str]]] = None) -> Any:
+        value, present = self._get(name, default)
+        if not present:
+            return None if value is REQUIRED else tuple(value)
+        if not isinstance(value, list):
+            self.error(f"expected a list of strings, got {_kind(value)} {value!r}", name)
+            return () if default is REQUIRED else tuple(default)
+        out = []
+        for i, item in enumerate(value):
+            where = f"{name}[{i}]"
+            if not isinstance(item, str):
+                self.error(f"expected a string, got {_kind(item)} {item!r}", where)
+                continue
+            if check is not None:
+                message = check(item)
+                if message:
+                    self.error(f"{item!r} {message}", where)
+                    continue
+            out.append(item)
+        if len(value) < min_items:
+            self.error(f"needs at least {min_items} item(s), got {len(value)}", name)
+        dupes = sorted({x for x in out if out.count(x) > 1})
+        if dupes:
+            self.error(f"duplicate entries {dupes}", name)
+        return tuple(out)
+
+    def str_map(self, name: str) -> dict[str, str]:
+        value, present = self._get(name, {})
+        if not present:
+            return {}
+        if not isinstance(value, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+            self.error(f"expected a mapping of strings to strings, got {value!r}", name)
+            return {}
+        return dict(value)
+
+    # -- nesting ---------------------------------------------------------------------------
+    def child(self, name: str) -> "Reader":
+        value, _ = self._get(name, None)
+        return Reader(value if value is not None else {}, self.key(name), self.problems)
+
+    def items(self, name: str, required: bool = False) -> list["Reader"]:
+        value, present = self._get(name, REQUIRED if required else [])
+        if not present:
+            return []
+        if not isinstance(value, list):
+            self.error(f"expected a list, got {_kind(value)}", name)
+            return []
+        return [Reader(item, f"{self.key(name)}[{i}]", self.problems) for i, item in enumerate(value)]
+
+    def finish(self) -> None:
+        for extra in sorted(set(self.raw) - self._seen):
+            self.error(f"unknown key (allowed: {', '.join(sorted(self._seen))})", extra)
+
+
+# -- value checks (return a message or None) ----------------------------------------------
+def cidr_check(value: str) -> Optional[str]:
+    try:
+        net = ipaddress.ip_network(value, strict=True)
+    except ValueError:
+        return "is not a valid IPv4 CIDR block (host bits must be zero)"
+    if net.version != 4:
+        return "is not an IPv4 CIDR block"
+    return None
+
+
+def name_check(value: str) -> Optional[str]:
+    ok = 1 <= len(value) <= 24 and value[0].isalpha() and all(
+        c.islower() or c.isdigit() or c == "-" for c in value) and not value.endswith("-")
+    return None if ok else "must be 1-24 lowercase letters, digits or '-', starting with a letter"

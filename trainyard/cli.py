@@ -1,0 +1,54 @@
+"""`trainyard` command line. Each subcommand lives in its own module (`trainyard/<name>.py`)
+exposing `add_parser(subparsers)` and `run(args) -> int`; this file only dispatches and turns
+user errors into one line on stderr with exit code 2 (no traceback)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Optional, Sequence
+
+from trainyard import __version__
+from trainyard.errors import UsageError
+
+COMMANDS = ("plan", "check", "cost", "review", "job", "preflight")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse's own errors also exit 2, in one line
+        self.exit(2, f"error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="trainyard", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action="version", version=f"trainyard {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"trainyard.{name}")
+        except ModuleNotFoundError as e:
+            if e.name == f"trainyard.{name}":
+                continue  # subcommand not built yet
+            raise
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    from components.config import ConfigError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as e:
+        for problem in e.problems:
+            print(f"error: {problem}", file=sys.stderr)
+        return 2
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
