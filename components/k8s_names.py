@@ -1,0 +1,37 @@
+"""Names shared by the components that create Kubernetes objects and by job rendering.
+
+Changing one of these renames live objects or stops pods from matching nodes: treat them as an
+interface (README migration note + `aliases` where a logical name changes).
+"""
+
+POOL_LABEL = "trainyard.io/pool"
+"""Node label: the GPU pool's name."""
+GPU_MODEL_LABEL = "trainyard.io/gpu"
+"""Node label: accelerator model from the catalog, e.g. `A100-40GB`."""
+ACCELERATOR_LABEL = "trainyard.io/accelerator"
+"""Node label: `nvidia` or `neuron`."""
+EFA_LABEL = "trainyard.io/efa"
+"""Node label: `"true"` on nodes whose launch template attaches EFA interfaces."""
+CAPACITY_LABEL = "eks.amazonaws.com/capacityType"
+"""Set by EKS on managed nodes: ON_DEMAND, SPOT or CAPACITY_BLOCK."""
+
+GPU_TAINT_KEY = {"nvidia": "nvidia.com/gpu", "neuron": "aws.amazon.com/neuron"}
+"""Taint key per accelerator vendor (value `true`, effect NoSchedule)."""
+GPU_RESOURCE = {"nvidia": "nvidia.com/gpu", "neuron": "aws.amazon.com/neuron"}
+EFA_RESOURCE = "vpc.amazonaws.com/efa"
+HUGEPAGES_RESOURCE = "hugepages-2Mi"
+EFA_HUGEPAGES = "5120Mi"
+"""EFA instances pre-allocate 5128 x 2 MiB huge pages; pods request 5120Mi."""
+
+TRAINING_SERVICE_ACCOUNT = "trainer"
+"""Service account in every team namespace, bound to the training Pod Identity role."""
+SHARED_CLAIM = "shared-efs"
+"""ReadWriteMany claim on EFS in every team namespace."""
+FSX_CLAIM = "fsx-lustre"
+"""Claim on FSx for Lustre in every team namespace (stacks with FSx enabled)."""
+
+SYSTEM_NAMESPACES = {
+    "monitoring": "monitoring",
+    "kubeflow": "kubeflow-system",
+    "device_plugins": "kube-system",
+}
