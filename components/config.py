@@ -399,11 +399,13 @@ def _pool(r: Reader, network: NetworkConfig, catalog: Catalog) -> GpuPoolConfig:
         shapes = ", ".join(f"{s.name} ({s.gpus}x {s.gpu_model}, {s.max_efa} EFA)" for s in specs)
         r.error(f"mixes instance shapes ({shapes}); every type in a pool needs the same "
                 "accelerator count and EFA interface count", "instanceTypes")
-    if capacity == "SPOT" and len(types) < 2 and types:
+    written = r.raw.get("instanceTypes")
+    n_written = len(written) if isinstance(written, list) else 0  # count unknown types too
+    if capacity == "SPOT" and n_written == 1:
         r.error(f"a SPOT pool needs at least 2 instance types of the same shape for "
-                f"diversification, got {list(types)}", "instanceTypes")
-    if capacity != "SPOT" and len(types) > 1:
-        r.error(f"{capacity} pools take exactly one instance type, got {list(types)}",
+                f"diversification, got {written}", "instanceTypes")
+    if capacity != "SPOT" and n_written > 1:
+        r.error(f"{capacity} pools take exactly one instance type, got {written}",
                 "instanceTypes")
     if efa:
         for i, s in enumerate(specs):
