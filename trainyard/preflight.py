@@ -1,0 +1,178 @@
+"""`trainyard preflight --stack S`: check the catalog and the stack's assumptions against the
+live EC2 API before a deploy (needs AWS credentials; read-only calls).
+
+Checks, per instance type the stack uses: GPU count and memory, vCPUs, network cards and the EFA
+maximum agree with the catalog; every AZ a pool may use offers the type; capacity reservations
+exist in the AZ the config says. Also compares each pool's vCPU demand at max size with the
+regional quotas that gate GPU pools (Running On-Demand P instances L-417A185B, All P Spot
+Instance Requests L-7212CCBC) when Service Quotas answers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable, Optional
+
+from components.catalog import Catalog, InstanceType, load_catalog
+from components.config import StackConfig
+from trainyard.errors import UsageError
+from trainyard.plan import add_stack_args, stack_of
+
+# vCPU quotas that gate P-family pools (values are vCPUs, not instances).
+QUOTAS = {"ON_DEMAND": "L-417A185B", "SPOT": "L-7212CCBC"}
+GPU_MEMORY_TOLERANCE = 0.10
+"""The EC2 API reports usable MiB (A10G: 22,888 MiB for a '24 GB' card)."""
+
+
+@dataclass(frozen=True)
+class Finding:
+    check: str
+    subject: str
+    ok: bool
+    detail: str
+
+
+def compare_instance(spec: InstanceType, live: dict) -> list[Finding]:
+    """Catalog entry vs one DescribeInstanceTypes item. Pure."""
+    net = live.get("NetworkInfo", {})
+    gpus = live.get("GpuInfo", {}).get("Gpus", []) or live.get("NeuronInfo", {}).get(
+        "NeuronDevices", [])
+    live_gpus = sum(int(g.get("Count", 0)) for g in gpus)
+    pairs = [
+        ("vCPUs", spec.vcpus, live.get("VCpuInfo", {}).get("DefaultVCpus")),
+        ("memory GiB", spec.memory_gib, live.get("MemoryInfo", {}).get("SizeInMiB", 0) // 1024),
+        ("network cards", spec.network_cards, net.get("MaximumNetworkCards", 1)),
+        ("max EFA interfaces", spec.max_efa, (net.get("EfaInfo") or {}).get("MaximumEfaInterfaces", 0)),
+        ("accelerators", spec.gpus, live_gpus),
+    ]
+    out = [Finding("catalog", spec.name, want == got,
+                   f"{what}: catalog {want}, EC2 {got}") for what, want, got in pairs]
+    if spec.accelerator and gpus and "MemoryInfo" in gpus[0]:
+        live_gib = gpus[0]["MemoryInfo"]["SizeInMiB"] / 1024
+        ok = abs(live_gib - spec.accelerator.memory_gib) <= GPU_MEMORY_TOLERANCE * spec.accelerator.memory_gib
+        out.append(Finding("catalog", spec.name, ok,
+                           f"memory per accelerator: catalog {spec.accelerator.memory_gib} GiB, "
+                           f"EC2 {live_gib:.1f} GiB"))
+    return out
+
+
+def vcpu_demand(cfg: StackConfig, catalog: Catalog) -> dict[str, int]:
+    """vCPUs the P-family pools need at max size, by quota bucket. Pure."""
+    demand = {"ON_DEMAND": 0, "SPOT": 0}
+    for pool in cfg.gpu_pools:
+        bucket = "SPOT" if pool.capacity_type == "SPOT" else "ON_DEMAND"
+        if pool.capacity_type == "CAPACITY_BLOCK":
+            continue  # Capacity Blocks are not counted against the On-Demand quota
+        widest = max(catalog.get(t).vcpus for t in pool.instance_types)
+        if all(catalog.get(t).family.startswith("p") for t in pool.instance_types):
+            demand[bucket] += widest * pool.max_size
+    return demand
+
+
+def run_checks(cfg: StackConfig, session: Any, catalog: Optional[Catalog] = None) -> list[Finding]:
+    from botocore.config import Config
+
+    catalog = catalog or load_catalog()
+    retry = Config(region_name=cfg.region, retries={"max_attempts": 8, "mode": "adaptive"})
+    ec2 = session.client("ec2", config=retry)
+    types = sorted({t for p in cfg.gpu_pools for t in p.instance_types} |
+                   set(cfg.cluster.system_nodes.instance_types))
+    findings: list[Finding] = []
+
+    live = {}
+    for chunk in _chunks(types, 100):
+        for item in ec2.describe_instance_types(InstanceTypes=chunk)["InstanceTypes"]:
+            live[item["InstanceType"]] = item
+    for t in types:
+        if t not in live:
+            findings.append(Finding("catalog", t, False, f"{cfg.region} does not offer {t}"))
+        else:
+            findings.extend(compare_instance(catalog.get(t), live[t]))
+
+    offered: dict[str, set[str]] = {}
+    paginator = ec2.get_paginator("describe_instance_type_offerings")
+    for page in paginator.paginate(LocationType="availability-zone",
+                                   Filters=[{"Name": "instance-type", "Values": types}]):
+        for o in page["InstanceTypeOfferings"]:
+            offered.setdefault(o["InstanceType"], set()).add(o["Location"])
+    for pool in cfg.gpu_pools:
+        for t in pool.instance_types:
+            for az in pool.availability_zones:
+                findings.append(Finding("offering", f"{pool.name}/{t}", az in offered.get(t, set()),
+                                        f"{t} in {az}"))
+
+    for pool in cfg.gpu_pools:
+        res = pool.capacity_reservation
+        if res is None:
+            continue
+        try:
+            got = ec2.describe_capacity_reservations(CapacityReservationIds=[res.id])
+            items = got.get("CapacityReservations", [])
+        except Exception as e:  # noqa: BLE001 - any API refusal is a failed check, shown as such
+            items, err = [], str(e).splitlines()[0]
+        else:
+            err = "not found"
+        if not items:
+            findings.append(Finding("reservation", pool.name, False, f"{res.id}: {err}"))
+            continue
+        item = items[0]
+        findings.append(Finding("reservation", pool.name,
+                                item.get("AvailabilityZone") == res.availability_zone,
+                                f"{res.id} is in {item.get('AvailabilityZone')}, config says "
+                                f"{res.availability_zone}"))
+        findings.append(Finding("reservation", pool.name,
+                                item.get("InstanceType") == pool.instance_types[0],
+                                f"{res.id} reserves {item.get('InstanceType')}"))
+
+    quotas = session.client("service-quotas", config=retry)
+    for bucket, need in vcpu_demand(cfg, catalog).items():
+        if not need:
+            continue
+        try:
+            value = quotas.get_service_quota(ServiceCode="ec2", QuotaCode=QUOTAS[bucket])["Quota"]["Value"]
+        except Exception as e:  # noqa: BLE001 - reported, not fatal
+            findings.append(Finding("quota", QUOTAS[bucket], False,
+                                    f"could not read the quota: {str(e).splitlines()[0]}"))
+            continue
+        findings.append(Finding("quota", QUOTAS[bucket], value >= need,
+                                f"{bucket} P-family pools need {need} vCPUs at max size, "
+                                f"quota is {int(value)}"))
+    return findings
+
+
+def _chunks(items: list, n: int) -> Iterable[list]:
+    for i in range(0, len(items), n):
+        yield items[i:i + n]
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("preflight", help="check catalog, offerings, reservations and quotas "
+                                         "against the live EC2 API (needs AWS credentials)")
+    add_stack_args(p)
+    p.add_argument("--profile", help="AWS profile to use")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    import boto3
+    import botocore.exceptions
+
+    from trainyard.synth import load_config
+
+    stack, stack_file = stack_of(args)
+    cfg = load_config(stack, stack_file)
+    session = boto3.Session(profile_name=args.profile, region_name=cfg.region)
+    if session.get_credentials() is None:
+        raise UsageError("no AWS credentials found: preflight reads the live EC2 API "
+                         "(set AWS_PROFILE or run `aws configure`); `trainyard plan` works offline")
+    try:
+        findings = run_checks(cfg, session)
+    except botocore.exceptions.BotoCoreError as e:
+        raise UsageError(f"AWS API call failed: {e}") from None
+    except botocore.exceptions.ClientError as e:
+        raise UsageError(f"AWS API call failed: {e}") from None
+    failed = [f for f in findings if not f.ok]
+    for f in findings:
+        print(f"{'ok  ' if f.ok else 'FAIL'}  {f.check:<11} {f.subject:<28} {f.detail}")
+    print(f"{len(findings) - len(failed)} passed, {len(failed)} failed")
+    return 1 if failed else 0
