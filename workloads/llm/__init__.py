@@ -1,0 +1,1 @@
+"""GPT-style LLM pretraining (``python -m workloads.llm.train``); see train.py's docstring."""

@@ -1,0 +1,200 @@
+"""The training loop: build, resume, step, checkpoint, stop on SIGTERM.
+
+``run(cfg)`` returns the process exit code (see ``workloads.common.cli``). The per-step
+bookkeeping costs one small all-reduce of [loss, grad-norm, stop-requested, checkpoint-ready]:
+it averages the loss across ranks and makes every rank agree on *when* to stop and when an
+async checkpoint can be committed.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+from workloads.common.checkpoint import CheckpointStore
+from workloads.common.cli import EXIT_OK, EXIT_PREEMPTED
+from workloads.common.dist import DistInfo, all_gather_object, print0, seed_everything, \
+    setup_distributed, teardown_distributed
+from workloads.common.metrics import MetricsLogger
+from workloads.common.mfu import flops_per_token, mfu, peak_tflops
+from workloads.common.preemption import PreemptionFlag
+from workloads.llm.config import TrainConfig
+from workloads.llm.data import ShardLoader, SyntheticLoader, resolve_data
+from workloads.llm.model import GPT
+from workloads.llm.parallel import build_optimizer, clip_grad_norm, lr_at, parallelize
+
+# Test-only fault injection: SIGKILL rank TRAINYARD_FAULT_KILL_RANK (default: the last rank)
+# right after step TRAINYARD_FAULT_KILL_STEP, on the first attempt only (torchrun's restart
+# count 0), so a restarted job runs through. Used by tests/workloads to prove exact resume.
+_KILL_STEP = int(os.environ.get("TRAINYARD_FAULT_KILL_STEP", "0"))
+
+
+class TrainState:
+    """Everything a resume needs, as one DCP ``Stateful``: model and optimizer shards, the step,
+    the data loader's position and every rank's RNG state."""
+
+    def __init__(self, model, optimizer, loader, info: DistInfo) -> None:
+        self.model, self.optimizer, self.loader, self.info = model, optimizer, loader, info
+        self.step = 0
+
+    def state_dict(self) -> dict:
+        msd, osd = get_state_dict(self.model, self.optimizer)
+        rng = {"cpu": torch.get_rng_state()}
+        if torch.cuda.is_available() and self.info.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state()
+        buf = io.BytesIO()
+        torch.save(all_gather_object(rng), buf)  # one blob holding every rank's RNG state
+        return {"model": msd, "optim": osd, "step": self.step, "data": self.loader.state_dict(),
+                "rng": buf.getvalue()}
+
+    def load_state_dict(self, sd: dict) -> None:
+        set_state_dict(self.model, self.optimizer,
+                       model_state_dict=sd["model"], optim_state_dict=sd["optim"])
+        self.step = int(sd["step"])
+        self.loader.load_state_dict(sd["data"])
+        states = torch.load(io.BytesIO(sd["rng"]), weights_only=True)
+        if self.info.rank < len(states):  # the world may have grown: new ranks keep their seed
+            torch.set_rng_state(states[self.info.rank]["cpu"])
+            if "cuda" in states[self.info.rank] and self.info.device.type == "cuda":
+                torch.cuda.set_rng_state(states[self.info.rank]["cuda"])
+
+
+@dataclass
+class Built:
+    model: GPT
+    optimizer: torch.optim.Optimizer
+    loader: ShardLoader | SyntheticLoader
+    amp: object
+    flops_per_token: float
+    peak: float | None
+
+
+def build(cfg: TrainConfig, info: DistInfo) -> Built:
+    """Data, model (sharded, compiled), optimizer, FLOPs per token and GPU peak."""
+    seed_everything(cfg.seed, deterministic=info.device.type == "cpu")
+    cuda = info.device.type == "cuda"
+    if cuda:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    mcfg = cfg.model
+    if cfg.data == "synthetic":
+        loader = SyntheticLoader(mcfg.vocab_size, mcfg.seq_len, cfg.batch_size, cfg.grad_accum,
+                                 info, cfg.seed)
+    else:
+        loader = ShardLoader(resolve_data(cfg.data, info), mcfg.seq_len, cfg.batch_size,
+                             cfg.grad_accum, info, cfg.seed)
+        if loader.vocab_size > mcfg.vocab_size:
+            raise ValueError(f"data vocab {loader.vocab_size} > model vocab {mcfg.vocab_size}")
+    with torch.device(info.device):
+        model = GPT(mcfg)
+    compile_model = cfg.compile if cfg.compile is not None else cuda
+    amp = parallelize(model, info, compile_model)
+    optimizer = build_optimizer(model, cfg, info)
+    fpt = flops_per_token(mcfg.non_embedding_params, mcfg.n_layer, mcfg.n_head, mcfg.head_dim,
+                          mcfg.seq_len)
+    peak = peak_tflops(torch.cuda.get_device_name(info.device)) if cuda else None
+    return Built(model, optimizer, loader, amp, fpt, peak)
+
+
+def train_step(b: Built, cfg: TrainConfig, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimizer step (with gradient accumulation); (summed loss, grad norm) as tensors."""
+    lr = lr_at(step, cfg)
+    for group in b.optimizer.param_groups:
+        group["lr"] = lr
+    loss_sum = torch.zeros((), device=next(b.model.parameters()).device)
+    for x, y in b.loader.next_batch():
+        x, y = x.to(loss_sum.device, non_blocking=True), y.to(loss_sum.device, non_blocking=True)
+        with b.amp():
+            loss = b.model(x, y) / cfg.grad_accum
+        loss.backward()
+        loss_sum += loss.detach()
+    norm = clip_grad_norm(b.model, cfg.grad_clip)
+    b.optimizer.step()
+    b.optimizer.zero_grad(set_to_none=True)
+    return loss_sum, norm
+
+
+def run(cfg: TrainConfig) -> int:
+    info = setup_distributed(cfg.device)
+    try:
+        return _run(cfg, info)
+    finally:
+        teardown_distributed()
+
+
+def _run(cfg: TrainConfig, info: DistInfo) -> int:
+    b = build(cfg, info)
+    state = TrainState(b.model, b.optimizer, b.loader, info)
+    metrics = MetricsLogger(cfg.metrics_file, cfg.max_steps, info.is_main, cfg.log_every)
+    mcfg = cfg.model
+    print0(f"llm: preset {cfg.preset} ({b.model.num_params() / 1e6:.2f}M non-embedding params), "
+           f"world {info.world_size} on {info.device.type}, seq {mcfg.seq_len}, micro-batch "
+           f"{cfg.batch_size} x accum {cfg.grad_accum}, {cfg.max_steps} steps")
+    store = None
+    if cfg.checkpoint_dir:
+        # Checkpoint coordination runs on gloo so async saves never share NCCL with training.
+        group = dist.new_group(backend="gloo") if info.distributed and info.device.type == "cuda" \
+            else None
+        store = CheckpointStore(cfg.checkpoint_dir, info, cfg.keep_last,
+                                use_async=info.device.type == "cuda", group=group)
+        resumed = store.load({"train": state}, log=print0)
+        if resumed is not None:
+            print0(f"llm: resumed from {cfg.checkpoint_dir} at step {state.step}")
+            metrics.event("resume", step=state.step)
+    preempt = PreemptionFlag()
+    tokens_per_step = info.world_size * cfg.batch_size * cfg.grad_accum * mcfg.seq_len
+    code = EXIT_OK
+    try:
+        while state.step < cfg.max_steps:
+            t0 = time.perf_counter()
+            loss_sum, norm = train_step(b, cfg, state.step + 1)
+            state.step += 1
+            ready = store.ready() if store else True
+            flags = torch.stack([loss_sum.float(), norm.float().to(loss_sum.device),
+                                 torch.tensor(float(preempt.requested), device=loss_sum.device),
+                                 torch.tensor(float(ready), device=loss_sum.device)])
+            if info.distributed:
+                dist.all_reduce(flags)
+            loss, grad_norm, stop, n_ready = flags.tolist()
+            dt = time.perf_counter() - t0
+            _maybe_inject_fault(state.step, info)
+            metrics.step(state.step, loss / info.world_size, lr_at(state.step, cfg),
+                         grad_norm / info.world_size, tokens_per_step, dt,
+                         state.step * tokens_per_step,
+                         mfu(tokens_per_step / dt, b.flops_per_token, info.world_size, b.peak))
+            if store and n_ready == info.world_size:
+                store.finalize()
+            last = state.step == cfg.max_steps
+            if store and (state.step % cfg.checkpoint_every == 0 or last or stop):
+                store.save({"train": state}, state.step)
+                metrics.event("checkpoint", step=state.step)
+            if stop:
+                print0(f"llm: {preempt.signal_name} received: stopped after step {state.step}"
+                       + (", checkpoint saved" if store else ", no --checkpoint-dir to save to"))
+                metrics.event("preempted", step=state.step, exit_code=EXIT_PREEMPTED)
+                code = EXIT_PREEMPTED
+                break
+        if store:
+            store.close()
+        if code == EXIT_OK:
+            metrics.event("done", step=state.step)
+            print0(f"llm: done at step {state.step}")
+    finally:
+        preempt.restore()
+        metrics.close()
+    return code
+
+
+def _maybe_inject_fault(step: int, info: DistInfo) -> None:
+    if not _KILL_STEP or step != _KILL_STEP:
+        return
+    rank = int(os.environ.get("TRAINYARD_FAULT_KILL_RANK", str(info.world_size - 1)))
+    if info.rank == rank and os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0":
+        os.kill(os.getpid(), signal.SIGKILL)
