@@ -6,8 +6,20 @@ from __future__ import annotations
 from pulumi_policy import Severity
 
 from .common import (
-    ADVISORY, MANDATORY, Refs, Stack, cidr_within, get, is_open_cidr, items, resource_rule,
-    schema, short, stack_rule, tags_of, truthy,
+    ADVISORY,
+    MANDATORY,
+    Refs,
+    Stack,
+    cidr_within,
+    get,
+    is_open_cidr,
+    items,
+    resource_rule,
+    schema,
+    short,
+    stack_rule,
+    tags_of,
+    truthy,
 )
 
 CLUSTER = "aws:eks/cluster:Cluster"

@@ -15,8 +15,9 @@ Nothing in policies/ imports components/: the pack judges what the engine sees.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
+from typing import Any, Optional
 
 from pulumi_policy import (
     EnforcementLevel,
@@ -139,7 +140,7 @@ def stack_rule(*, name: str, description: str, family: str, level: EnforcementLe
     if family not in FAMILIES:
         raise ValueError(f"unknown family {family!r}")
 
-    def decorate(check: Callable[["Stack", dict, Callable[[str, Optional[str]], None]], None]):
+    def decorate(check: Callable[[Stack, dict, Callable[[str, Optional[str]], None]], None]):
         def validate(args, report_violation):
             check(Stack(args.resources), _config(config, args.get_config()), report_violation)
 

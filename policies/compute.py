@@ -12,8 +12,20 @@ from pulumi_policy import Severity
 
 from . import facts
 from .common import (
-    ADVISORY, MANDATORY, Refs, Stack, UnknownValueError, peek, as_int, get, items,
-    resource_rule, schema, short, stack_rule, truthy,
+    ADVISORY,
+    MANDATORY,
+    Refs,
+    Stack,
+    UnknownValueError,
+    as_int,
+    get,
+    items,
+    peek,
+    resource_rule,
+    schema,
+    short,
+    stack_rule,
+    truthy,
 )
 
 LT = "aws:ec2/launchTemplate:LaunchTemplate"
@@ -289,7 +301,7 @@ def efa_interface_count(stack: Stack, cfg, report):
     remediation="Give the EFA node group a single subnet_ids entry (the pool's one AZ); NCCL "
                 "over EFA fails across subnets.")
 def efa_pool_single_subnet(stack: Stack, cfg, report):
-    for ng, lt in _efa_pools(stack):
+    for ng, _lt in _efa_pools(stack):
         subnets = items(get(ng.props, "subnetIds"))
         if len(subnets) != 1:
             report(f"EFA node group {short(ng.urn)} has {len(subnets)} subnets: an EFA pool "
@@ -366,7 +378,7 @@ def _has_self_rule(stack: Stack, sg, direction: str) -> bool:
 def efa_security_group_self_rules(stack: Stack, cfg, report):
     sgs = stack.of(SG)
     seen = set()
-    for ng, lt in _efa_pools(stack):
+    for _ng, lt in _efa_pools(stack):
         try:
             groups = {str(g) for ni in efa_interfaces(lt.props)
                       for g in items(get(ni, "securityGroups"))}

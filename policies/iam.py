@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 from pulumi_policy import Severity
 
 from .common import (
-    ADVISORY, MANDATORY, Refs, get, items, resource_rule, truthy,
+    ADVISORY,
+    MANDATORY,
+    Refs,
+    get,
+    items,
+    resource_rule,
+    truthy,
 )
 from .storage import listify, policy_document, statements
 

@@ -3,13 +3,24 @@ workloads outside `default`, pod specs (privileged containers, /dev/infiniband h
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 from pulumi_policy import Severity
 
 from .common import (
-    ADVISORY, MANDATORY, Refs, Stack, get, items, plain, resource_rule, schema, short,
-    stack_rule, truthy,
+    ADVISORY,
+    MANDATORY,
+    Refs,
+    Stack,
+    get,
+    items,
+    plain,
+    resource_rule,
+    schema,
+    short,
+    stack_rule,
+    truthy,
 )
 
 NAMESPACE = "kubernetes:core/v1:Namespace"

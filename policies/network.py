@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterator, NamedTuple
+from collections.abc import Iterator
+from typing import Any, NamedTuple
 
 from pulumi_policy import Severity
 
 from .common import (
-    ADVISORY, MANDATORY, Refs, Stack, all_ports, get, is_open_cidr, items, ports_cover,
-    resource_rule, short, stack_rule, tags_of, truthy,
+    ADVISORY,
+    MANDATORY,
+    Refs,
+    Stack,
+    all_ports,
+    get,
+    is_open_cidr,
+    items,
+    ports_cover,
+    resource_rule,
+    short,
+    stack_rule,
+    tags_of,
+    truthy,
 )
 
 VPC = "aws:ec2/vpc:Vpc"

@@ -9,8 +9,20 @@ from typing import Any, Optional
 from pulumi_policy import Severity
 
 from .common import (
-    ADVISORY, MANDATORY, Refs, Stack, as_int, get, items, plain, resource_rule, schema, short,
-    stack_rule, tags_of, truthy,
+    ADVISORY,
+    MANDATORY,
+    Refs,
+    Stack,
+    as_int,
+    get,
+    items,
+    plain,
+    resource_rule,
+    schema,
+    short,
+    stack_rule,
+    tags_of,
+    truthy,
 )
 
 BUCKETS = ("aws:s3/bucket:Bucket", "aws:s3/bucketV2:BucketV2")

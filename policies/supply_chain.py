@@ -4,12 +4,20 @@ chart versions rejected, container images pinned, ECR repositories scanned and i
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping, Optional, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any, Optional
 
 from pulumi_policy import Severity
 
 from .common import (
-    ADVISORY, MANDATORY, Refs, get, plain, resource_rule, schema, truthy,
+    ADVISORY,
+    MANDATORY,
+    Refs,
+    get,
+    plain,
+    resource_rule,
+    schema,
+    truthy,
 )
 from .kubernetes import is_k8s_object
 

@@ -10,8 +10,18 @@ from pulumi_policy import Severity
 
 from . import facts
 from .common import (
-    ADVISORY, MANDATORY, Refs, Stack, as_int, get, plain, resource_rule, schema, short,
-    stack_rule, tags_of,
+    ADVISORY,
+    MANDATORY,
+    Refs,
+    Stack,
+    as_int,
+    get,
+    plain,
+    resource_rule,
+    schema,
+    short,
+    stack_rule,
+    tags_of,
 )
 from .compute import LT, NODE_GROUP, launch_template_of, node_group_types
 
@@ -107,7 +117,7 @@ def gpu_budget(stack: Stack, cfg, report):
         max_size = as_int(get(ng.props, "scalingConfig.maxSize"), 0) or 0
         if any(s is None for s in specs):
             if any(facts.vendor_of(t) for t in types):
-                unknown = [t for t, s in zip(types, specs) if s is None]
+                unknown = [t for t, s in zip(types, specs, strict=True) if s is None]
                 report(f"node group {short(ng.urn)} uses {', '.join(unknown)}, unknown to the "
                        "pack's facts (policies/facts.py): the GPU budget cannot be checked.",
                        ng.urn)

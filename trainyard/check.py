@@ -24,14 +24,16 @@ import inspect
 import json
 import sys
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Optional
 
 from trainyard.errors import UsageError
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = ROOT / "policies" / "config"
+"""Per-environment policy config, `<env>.json` (the `--policy-pack-config` format)."""
 ENVIRONMENTS = ("dev", "staging", "prod")
 LEVELS = ("advisory", "mandatory", "remediate", "disabled")
 
@@ -289,8 +291,12 @@ def _finish(result) -> None:
 
 def _policy_objects(plan: dict):
     """ResourceValidationArgs-ready tuples and the PolicyResource list, built once per run."""
-    from pulumi_policy import (PolicyCustomTimeouts, PolicyProviderResource, PolicyResource,
-                               PolicyResourceOptions)
+    from pulumi_policy import (
+        PolicyCustomTimeouts,
+        PolicyProviderResource,
+        PolicyResource,
+        PolicyResourceOptions,
+    )
     from pulumi_policy.proxy import unknown_checking_proxy
 
     resources = [r for r in plan["resources"] if r.get("type") != "pulumi:pulumi:Stack"]
@@ -330,7 +336,7 @@ def _policy_objects(plan: dict):
                             r.get("name") or r["urn"].rsplit("::", 1)[-1], o, prov, None, [], {})
         stack_resources.append(pr)
         by_urn[r["urn"]] = pr
-    for r, pr in zip(resources, stack_resources):
+    for r, pr in zip(resources, stack_resources, strict=True):
         parent = r.get("parent")
         if parent in by_urn:
             pr.parent = by_urn[parent]

@@ -4,9 +4,9 @@
 from __future__ import annotations
 
 import pytest
+from policy_fixtures import FIXTURES, Case
 
 from policies import POLICIES, by_name
-from policy_fixtures import FIXTURES, Case, urn
 from trainyard.check import PolicyConfig, run_checks
 
 
