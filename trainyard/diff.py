@@ -60,13 +60,13 @@ REPLACE_ON: dict[str, tuple[Any, ...]] = {
     "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule": ("securityGroupId",),
     "aws:ec2/flowLog:FlowLog": (
         "vpcId", "subnetId", "eniId", "transitGatewayId", "trafficType", "logDestination",
-        "logDestinationType", "logGroupName", "iamRoleArn", "maxAggregationInterval",
+        "logDestinationType", "iamRoleArn", "maxAggregationInterval",
         "logFormat", "destinationOptions", "deliverCrossAccountRole"),
     # -- compute ---------------------------------------------------------------------------
     # Any other launch-template change makes a new template *version* (see diff_stack).
     LAUNCH_TEMPLATE: ("name", "namePrefix"),
-    "aws:ec2/placementGroup:PlacementGroup": ("name", "namePrefix", "strategy",
-                                              "partitionCount", "spreadLevel"),
+    "aws:ec2/placementGroup:PlacementGroup": ("name", "strategy", "partitionCount",
+                                              "spreadLevel"),
     NODE_GROUP: ("amiType", "capacityType", "clusterName", "diskSize", "instanceTypes",
                  "nodeGroupName", "nodeGroupNamePrefix", "nodeRoleArn", "remoteAccess",
                  "subnetIds", "launchTemplate.id", "launchTemplate.name"),
@@ -380,7 +380,7 @@ def _cascade(out: dict[str, ResourceDiff], old: dict, new: dict) -> None:
         done.update(fresh)
         tokens = {tok: u for u in fresh for tok in _tokens(old[u])}
         for urn, rd in out.items():
-            if urn not in new or urn not in old or urn in fresh:
+            if urn not in new or urn not in old:
                 continue
             for path, target in _refs(new[urn].get("inputs") or {}, tokens):
                 if target == urn:
@@ -388,9 +388,9 @@ def _cascade(out: dict[str, ResourceDiff], old: dict, new: dict) -> None:
                 who = out[target].name
                 change = Change(path, "(old id)", f"(new id of {who})", "changed")
                 if replacing(rd.type, change):
-                    if rd.action != REPLACE:
-                        rd.action = REPLACE
-                    rd.replace_paths.append(path)
+                    rd.action = REPLACE
+                    if path not in rd.replace_paths:
+                        rd.replace_paths.append(path)
                     rd.reasons.append(f"`{path}` references {who}, which is replaced")
                 else:
                     if rd.action == SAME:
