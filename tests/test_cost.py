@@ -1,0 +1,183 @@
+"""`trainyard cost`: exact arithmetic on a hand-written plan, every price dated, on-demand vs
+spot, fixed costs, blended $/GPU-hour, the JSON `trainyard review` reads, and bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from components.catalog import load_catalog
+from trainyard.cli import main
+from trainyard.cost import assumed_spot, estimate
+
+CAT = load_catalog()
+S = CAT.services
+HPM = S["hours_per_month"]
+
+
+def R(typ, name, inputs, rid=None, outputs=None):
+    return {"urn": f"urn:pulumi:t::trainyard::{typ}::{name}", "type": typ, "name": name,
+            "parent": None, "id": rid or f"{name}-id", "inputs": inputs,
+            "outputs": outputs or {"arn": f"arn:aws:ec2:us-east-1:123456789012:x/{name}"}}
+
+
+def ng(name, types, capacity, lo, want, hi, lt=None):
+    inputs = {"instanceTypes": types, "capacityType": capacity,
+              "scalingConfig": {"minSize": lo, "desiredSize": want, "maxSize": hi},
+              "labels": {"trainyard.io/pool": name}}
+    if lt:
+        inputs["launchTemplate"] = {"id": lt, "version": "1"}
+    return R("aws:eks/nodeGroup:NodeGroup", f"{name}-ng", inputs)
+
+
+PLAN = {"project": "trainyard", "stack": "t", "outputs": {}, "resources": [
+    R("aws:eks/cluster:Cluster", "eks", {"version": "1.33"}),
+    ng("system", ["m6i.xlarge"], "ON_DEMAND", 2, 2, 4),
+    ng("a100", ["p4d.24xlarge"], "ON_DEMAND", 0, 2, 4),
+    ng("spot", ["g5.48xlarge", "g6.48xlarge"], "SPOT", 0, 1, 2),
+    R("aws:ec2/natGateway:NatGateway", "nat-a", {"connectivityType": "public"}),
+    R("aws:ec2/natGateway:NatGateway", "nat-b", {}),
+    R("aws:ec2/vpcEndpoint:VpcEndpoint", "ecr", {"vpcEndpointType": "Interface",
+                                                  "subnetIds": ["s1", "s2", "s3"]}),
+    R("aws:ec2/vpcEndpoint:VpcEndpoint", "s3", {"vpcEndpointType": "Gateway"}),
+    R("aws:fsx/lustreFileSystem:LustreFileSystem", "fsx", {
+        "deploymentType": "PERSISTENT_2", "storageCapacity": 1200, "perUnitStorageThroughput": 250}),
+    R("aws:efs/fileSystem:FileSystem", "efs", {"encrypted": True}),
+]}
+
+
+def approx(x):
+    return pytest.approx(x, rel=1e-6, abs=1e-3)
+
+
+def test_pool_prices_at_each_size_on_demand_and_spot():
+    est = estimate(PLAN, CAT)
+    pools = {p["pool"]: p for p in est["pools"]}
+    p4d = CAT.get("p4d.24xlarge").price_per_hour
+    a100 = pools["a100"]
+    assert a100["sizes"] == {"min": 0, "desired": 2, "max": 4}
+    assert a100["gpus"] == {"min": 0, "desired": 16, "max": 32}
+    assert a100["hourly"]["desired"]["on_demand"] == approx(2 * p4d)
+    assert a100["hourly"]["max"]["spot"] == approx(4 * p4d * (1 - S["spot_discount_assumption"]))
+    assert a100["hourly"]["desired"]["effective"] == approx(2 * p4d)
+    assert a100["monthly"]["desired"]["on_demand"] == approx(2 * p4d * HPM)
+    assert a100["usd_per_gpu_hour"]["on_demand"] == approx(p4d / 8)
+
+    mean_od = (CAT.get("g5.48xlarge").price_per_hour + CAT.get("g6.48xlarge").price_per_hour) / 2
+    spot = pools["spot"]
+    assert spot["price_per_node_hour"]["on_demand"] == approx(mean_od)
+    assert spot["price_per_node_hour"]["effective"] == approx(
+        mean_od * (1 - S["spot_discount_assumption"]))
+    assert pools["system"]["usd_per_gpu_hour"] is None
+
+
+def test_fixed_costs():
+    est = estimate(PLAN, CAT)
+    fixed = {f["item"].split(" (")[0].split(" PERSISTENT")[0]: f for f in est["fixed"]}
+    assert fixed["EKS control plane"]["hourly"] == approx(S["eks_control_plane_hour"])
+    assert fixed["NAT gateway"]["count"] == 2
+    assert fixed["NAT gateway"]["hourly"] == approx(2 * S["nat_gateway_hour"])
+    assert fixed["Interface VPC endpoint"]["count"] == 3  # one per AZ; the gateway one is free
+    assert fixed["FSx for Lustre"]["monthly"] == approx(
+        1200 * S["fsx_lustre_persistent2_250_gb_month"])
+    assert not any(f["item"].startswith("EFS") for f in est["fixed"])  # usage-based by default
+    with_efs = estimate(PLAN, CAT, efs_gib=100)
+    efs = [f for f in with_efs["fixed"] if f["item"].startswith("EFS")][0]
+    assert efs["monthly"] == approx(100 * S["efs_standard_gb_month"])
+
+
+def test_totals_and_blended_gpu_hour():
+    est = estimate(PLAN, CAT)
+    pools_desired = sum(p["hourly"]["desired"]["effective"] for p in est["pools"])
+    total = pools_desired + est["fixed_hourly"]
+    assert est["totals"]["desired"]["hourly"] == approx(total)
+    assert est["totals"]["desired"]["gpus"] == 16 + 8
+    assert est["blended_usd_per_gpu_hour"]["desired"] == approx(total / 24)
+    assert est["blended_usd_per_gpu_hour"]["min"] is None  # no GPUs at min size
+    assert est["monthly_total"] == approx(total * HPM)
+
+
+def test_every_price_is_dated_and_sourced():
+    est = estimate(PLAN, CAT)
+    items = {p["item"] for p in est["prices"]}
+    for t in ("m6i.xlarge", "p4d.24xlarge", "g5.48xlarge", "g6.48xlarge"):
+        assert f"{t} on-demand" in items and f"{t} spot" in items
+    for p in est["prices"]:
+        assert p["date"] == CAT.price_date and p["source"] and p["usd"] is not None
+    assert any("assumption" in p["source"] for p in est["prices"] if p["item"].endswith("spot"))
+    assert any("spot" in a for a in est["assumptions"])
+
+
+def test_live_spot_prices_replace_the_assumption():
+    def live(instance_type, on_demand):
+        return (1.0, "2026-11-20", "EC2 spot price history (test)")
+
+    est = estimate(PLAN, CAT, spot=live)
+    spot = {p["pool"]: p for p in est["pools"]}["spot"]
+    assert spot["price_per_node_hour"]["spot"] == 1.0
+    dated = [p for p in est["prices"] if p["item"] == "g5.48xlarge spot"]
+    assert dated == [{"item": "g5.48xlarge spot", "usd": 1.0, "unit": "hour",
+                      "date": "2026-11-20", "source": "EC2 spot price history (test)"}]
+
+
+def test_assumed_spot_uses_the_catalog_discount():
+    price, date, source = assumed_spot(CAT)("p5.48xlarge", 100.0)
+    assert price == approx(100 * (1 - S["spot_discount_assumption"]))
+    assert date == CAT.price_date and "spot_discount_assumption" in source
+
+
+def test_launch_template_instance_type_is_priced():
+    lt = R("aws:ec2/launchTemplate:LaunchTemplate", "lt", {"instanceType": "p5.48xlarge"},
+           rid="lt-1")
+    group = ng("h100", [], "CAPACITY_BLOCK", 0, 1, 1, lt="lt-1")
+    est = estimate({"stack": "t", "resources": [lt, group]}, CAT)
+    assert est["pools"][0]["instance_types"] == ["p5.48xlarge"]
+    assert est["pools"][0]["hourly"]["desired"]["effective"] == approx(
+        CAT.get("p5.48xlarge").price_per_hour)
+
+
+def test_cli_plan_json_is_what_review_reads(tmp_path, capsys):
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps(PLAN))
+    out = tmp_path / "cost.json"
+    assert main(["cost", "--plan", str(plan), "--json", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    want = estimate(PLAN, CAT)
+    assert doc["monthly_total"] == approx(want["monthly_total"])
+    assert doc["totals"]["max"]["monthly"] == approx(want["totals"]["max"]["monthly"])
+    review = __import__("trainyard.review", fromlist=["x"])
+    if hasattr(review, "monthly_totals"):  # the reader `trainyard review` uses
+        assert review.monthly_totals(doc)["desired"] == approx(want["monthly_total"])
+    human = capsys.readouterr().out
+    assert "blended" in human and CAT.price_date in human and "on-demand" in human
+
+
+def test_cli_stack(capsys):
+    assert main(["cost", "--stack", "dev"]) == 0
+    out = capsys.readouterr().out
+    assert "EKS control plane" in out and "NAT gateway" in out
+
+
+@pytest.mark.parametrize("content,needle", [
+    ("{oops", "malformed plan JSON"),
+    (json.dumps({"resources": [ng("x", ["p9.huge"], "ON_DEMAND", 0, 1, 1)]}),
+     "'p9.huge' is not in the catalog"),
+    (json.dumps({"resources": [R("aws:eks/nodeGroup:NodeGroup", "x", {
+        "instanceTypes": ["p4d.24xlarge"], "scalingConfig": {"maxSize": "many"}})]}),
+     "scalingConfig.maxSize: expected a number"),
+])
+def test_bad_plan_exits_2(tmp_path, capsys, content, needle):
+    plan = tmp_path / "plan.json"
+    plan.write_text(content)
+    assert main(["cost", "--plan", str(plan)]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and "Traceback" not in err
+
+
+def test_bad_flags_exit_2(tmp_path, capsys):
+    assert main(["cost", "--stack", "no-such-stack"]) == 2
+    assert "unknown stack" in capsys.readouterr().err
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps(PLAN))
+    assert main(["cost", "--plan", str(plan), "--efs-gib", "-1"]) == 2
