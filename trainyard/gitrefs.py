@@ -14,6 +14,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 from trainyard.errors import UsageError
 
@@ -106,3 +107,22 @@ def worktree(repo: Repo, sha: str, label: str) -> Iterator[Path]:
         git(repo.top, "worktree", "remove", "--force", str(path), check=False)
         shutil.rmtree(parent, ignore_errors=True)
         git(repo.top, "worktree", "prune", check=False)
+
+
+def changed_paths(repo: Repo, base: str, head: Optional[str]) -> list[str]:
+    """Project-relative paths that differ between `base` and `head` (a commit, or None for the
+    working tree, untracked files included)."""
+    scope = str(repo.rel) if str(repo.rel) != "." else "."
+    if head is not None:
+        out = git(repo.top, "diff", "--name-only", "--no-renames", base, head, "--", scope).stdout
+    else:
+        out = git(repo.top, "diff", "--name-only", "--no-renames", base, "--", scope).stdout
+        out += git(repo.top, "ls-files", "--others", "--exclude-standard", "--", scope).stdout
+    paths = []
+    for line in out.splitlines():
+        p = (repo.top / line.strip()).resolve()
+        try:
+            paths.append(p.relative_to(repo.project).as_posix())
+        except ValueError:
+            continue
+    return sorted(set(paths))

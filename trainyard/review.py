@@ -116,7 +116,8 @@ class Side:
     violations: Optional[list[dict]] = None
     policies_run: Optional[int] = None
     policy_note: Optional[str] = None
-    monthly: Optional[float] = None
+    monthly: Optional[dict] = None
+    """{"desired": $/month, "max": $/month} from `trainyard cost`."""
     cost_note: Optional[str] = None
 
 
@@ -140,30 +141,46 @@ def _check(judge: Tree, plan_file: Path, out: Path) -> tuple[Optional[dict], Opt
     return json.loads(out.read_text()), None
 
 
-def _cost(judge: Tree, plan_file: Path, out: Path) -> tuple[Optional[float], Optional[str]]:
+def _cost(judge: Tree, plan_file: Path, out: Path) -> tuple[Optional[dict], Optional[str]]:
+    """`trainyard cost --plan` with the judge's prices -> {"desired": $/month, "max": $/month}."""
     if not judge.has_command("cost"):
         return None, f"`trainyard cost` is not present at {judge.label}"
     proc = judge.trainyard("cost", "--plan", str(plan_file), "--json", str(out))
     if proc.returncode != 0 or not out.is_file():
         return None, f"trainyard cost failed (exit {proc.returncode}): {_errors(proc)}"
-    monthly = monthly_total(json.loads(out.read_text()))
+    monthly = monthly_totals(json.loads(out.read_text()))
     if monthly is None:
-        return None, "trainyard cost's JSON has no monthly total this review understands"
+        return None, "trainyard cost's JSON has no `monthly_total`"
     return monthly, None
 
 
-def monthly_total(doc: Any) -> Optional[float]:
-    """The stack's monthly total from `trainyard cost --json` (see docs/review.md)."""
-    if not isinstance(doc, dict):
+def monthly_totals(doc: Any) -> Optional[dict]:
+    """From `trainyard cost --json`: `monthly_total` (the stack at desired size, each pool at
+    its own capacity type) and `totals.max.monthly` (every pool at max size)."""
+    if not isinstance(doc, dict) or not _number(doc.get("monthly_total")):
         return None
-    for key in ("monthly_total", "total_monthly", "monthly_usd", "monthly"):
-        value = doc.get(key)
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-    total = doc.get("total")
-    if isinstance(total, dict):
-        return monthly_total(total)
-    return None
+    at_max = ((doc.get("totals") or {}).get("max") or {}).get("monthly")
+    return {"desired": float(doc["monthly_total"]),
+            "max": float(at_max) if _number(at_max) else None}
+
+
+def _number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+# Paths that cannot change a plan: when only these differ between the refs, the base plan is
+# the head plan (planned once). Policies are judged with the head's rules on both sides anyway.
+PLAN_INDEPENDENT = ("docs/", "tests/", "workloads/", "scripts/", "policies/", ".github/",
+                    ".ci/")
+
+
+def plan_relevant(path: str, stack: str) -> bool:
+    """Whether a change to `path` (project-relative) may change `stack`'s plan."""
+    if path.endswith(".md") or path.startswith(PLAN_INDEPENDENT):
+        return False
+    if path.startswith("stacks/"):
+        return path == f"stacks/Pulumi.{stack}.yaml"
+    return True
 
 
 def _side(tree: Tree, judge: Tree, stack: str, workdir: Path) -> Side:
@@ -193,6 +210,8 @@ class StackReview:
     head: Side
     status: str = ""
     """unchanged, changed, added, removed, base-invalid, head-invalid."""
+    base_plan_reused: bool = False
+    """No plan-relevant file differs between the refs: the stack was planned once."""
     diff: Optional[D.StackDiff] = None
     policy: Optional[dict] = None
     cost: dict = field(default_factory=dict)
@@ -203,6 +222,7 @@ class StackReview:
     def to_json(self) -> dict:
         return {
             "stack": self.stack, "status": self.status,
+            "base_plan_reused": self.base_plan_reused,
             "base_error": self.base.error, "head_error": self.head.error,
             "summary": self.diff.summary() if self.diff else None,
             "resources": [r.to_json() for r in self.diff.resources] if self.diff else [],
@@ -243,15 +263,22 @@ def build_stack_review(stack: str, base: Side, head: Side, catalog) -> StackRevi
                      "no plan to judge on one side", "head_total": len(h_v or [])
                      if head.violations is not None else None}
 
-    b_m = base.monthly if base.present else 0.0
-    h_m = head.monthly if head.present else 0.0
+    zero = {"desired": 0.0, "max": 0.0}
+    b_m = base.monthly if base.present else zero
+    h_m = head.monthly if head.present else zero
     if b_m is not None and h_m is not None and sr.status not in ("base-invalid", "head-invalid"):
-        sr.cost = {"available": True, "currency": "USD", "base_monthly": round(b_m, 2),
-                   "head_monthly": round(h_m, 2), "delta_monthly": round(h_m - b_m, 2)}
+        sr.cost = {"available": True, "currency": "USD",
+                   "base_monthly": round(b_m["desired"], 2),
+                   "head_monthly": round(h_m["desired"], 2),
+                   "delta_monthly": round(h_m["desired"] - b_m["desired"], 2)}
+        if b_m.get("max") is not None and h_m.get("max") is not None:
+            sr.cost.update(base_monthly_at_max=round(b_m["max"], 2),
+                           head_monthly_at_max=round(h_m["max"], 2),
+                           delta_monthly_at_max=round(h_m["max"] - b_m["max"], 2))
     else:
         cn = [n for n in (base.cost_note, head.cost_note) if n]
         sr.cost = {"available": False, "note": cn[0] if cn else "no plan on one side",
-                   "head_monthly": head.monthly}
+                   "head_monthly": (head.monthly or {}).get("desired")}
 
     cb, ch = D.capacity(base.plan, catalog), D.capacity(head.plan, catalog)
     sr.capacity = {"base": cb.to_json(), "head": ch.to_json(), "delta": D.capacity_delta(cb, ch)}
@@ -364,14 +391,22 @@ def review(args) -> Review:
             head = Tree("head", repo.project)
         stacks = _stacks(args.stacks, base, head)
 
+        changed = gitrefs.changed_paths(repo, base_sha, head_sha if args.head else None)
+        same = {s for s in stacks if s in base.stacks() and s in head.stacks()
+                and not any(plan_relevant(p, s) for p in changed)}
+
         jobs = max(1, int(args.jobs))
         with cf.ThreadPoolExecutor(max_workers=jobs) as pool:
             futs = {(s, t.label): pool.submit(_side, t, head, s, workdir)
-                    for s in stacks for t in (head, base)}
+                    for s in stacks for t in (head, base) if not (t is base and s in same)}
             sides = {k: f.result() for k, f in futs.items()}
+        for s in same:
+            sides[(s, "base")] = sides[(s, "head")]
         catalog = _head_catalog(head)
         reviews = [build_stack_review(s, sides[(s, "base")], sides[(s, "head")], catalog)
                    for s in stacks]
+        for r in reviews:
+            r.base_plan_reused = r.stack in same
 
     return Review(base_ref=args.base, base_commit=base_sha,
                   base_title=gitrefs.describe(repo, base_sha), head_ref=head_ref,
@@ -453,8 +488,11 @@ def _row(sr: StackReview) -> str:
     s = sr.diff.summary()
     label = {"added": " (new stack)", "removed": " (stack removed)"}.get(sr.status, "")
     gpus = (sr.capacity.get("delta") or {}).get("gpus", 0)
-    cost = _money(sr.cost.get("delta_monthly"), signed=True) if sr.cost.get("available") \
-        else "n/a"
+    c = sr.cost
+    cost = _money(c.get("delta_monthly"), signed=True) if c.get("available") else "n/a"
+    if c.get("available") and c.get("delta_monthly_at_max", c.get("delta_monthly")) != \
+            c.get("delta_monthly"):
+        cost += f" (at max {_money(c['delta_monthly_at_max'], signed=True)})"
     repl = f"**{s['replaced']}**" if s["replaced"] else "0"
     if s["nodes_rolled"]:
         repl += f" (+{s['nodes_rolled']} node roll{'s' if s['nodes_rolled'] > 1 else ''})"
@@ -597,8 +635,13 @@ def _details(sr: StackReview, max_changes: int, max_resources: int) -> list[str]
 
     c = sr.cost
     if c.get("available"):
-        out += [f"**Cost**: {_money(c['base_monthly'])} → {_money(c['head_monthly'])} per month "
-                f"(**{_money(c['delta_monthly'], signed=True)}**)", ""]
+        out += [f"**Cost** (head's prices): {_money(c['base_monthly'])} → "
+                f"{_money(c['head_monthly'])} per month at desired size "
+                f"(**{_money(c['delta_monthly'], signed=True)}**)"
+                + (f"; at max size {_money(c['base_monthly_at_max'])} → "
+                   f"{_money(c['head_monthly_at_max'])} "
+                   f"({_money(c['delta_monthly_at_max'], signed=True)})"
+                   if "delta_monthly_at_max" in c else ""), ""]
     else:
         out += [f"**Cost**: not compared: {c.get('note')}.", ""]
 
