@@ -43,7 +43,7 @@ FSX_LUSTRE = "aws:fsx/lustreFileSystem:LustreFileSystem"
 LOG_GROUP = "aws:cloudwatch/logGroup:LogGroup"
 
 BUCKET_KEYS = ("id", "bucket")
-PURPOSE_TAG = "trainyard.io/purpose"
+PURPOSE_TAGS = ("trainyard.io/bucket-role", "trainyard.io/purpose")
 
 
 def siblings(stack: Stack, bucket, types) -> list:
@@ -51,10 +51,12 @@ def siblings(stack: Stack, bucket, types) -> list:
 
 
 def purpose(bucket) -> str:
-    """`checkpoints`, `datasets`, `access-logs`, ... from the purpose tag, else the logical name."""
-    tag = tags_of(bucket.props).get(PURPOSE_TAG)
-    if tag:
-        return str(tag)
+    """`checkpoints`, `datasets`, `access-logs`, ... from the bucket-role tag, else the logical
+    name."""
+    tags = tags_of(bucket.props)
+    for key in PURPOSE_TAGS:
+        if tags.get(key):
+            return str(tags[key])
     name = bucket.name.lower()
     for needle, role in (("checkpoint", "checkpoints"), ("ckpt", "checkpoints"),
                          ("dataset", "datasets"), ("access-log", "access-logs"),

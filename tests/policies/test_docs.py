@@ -1,0 +1,13 @@
+"""docs/policies.md lists every policy of the pack."""
+
+from pathlib import Path
+
+from policies import POLICIES
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "policies.md"
+
+
+def test_every_policy_is_documented():
+    text = DOC.read_text()
+    missing = [p.name for p in POLICIES if f"| `{p.name}` |" not in text]
+    assert not missing, f"add to docs/policies.md: {missing}"
