@@ -46,6 +46,11 @@ FSX_THROUGHPUTS = (125, 250, 500, 1000)
 _AZ_RE = re.compile(r"^([a-z]{2}(-gov)?-[a-z]+-\d)([a-z])$")
 _ROLE_ARN_RE = re.compile(r"^arn:aws(-[a-z]+)*:iam::\d{12}:role/[\w+=,.@/-]+$")
 _RESERVATION_RE = re.compile(r"^cr-[0-9a-f]{8,17}$")
+_LABEL_NAME_RE = re.compile(r"^(?=.{1,63}$)[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+_LABEL_PREFIX_RE = re.compile(r"^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_RESERVED_LABEL_DOMAINS = ("trainyard.io", "kubernetes.io", "k8s.io", "eks.amazonaws.com")
+SYSTEM_POOL_NAME = "system"
+"""POOL_LABEL value of the system node group; no GPU pool may take it."""
 _BUCKET_PREFIX_RE = re.compile(r"^[a-z0-9][a-z0-9-]{1,35}[a-z0-9]$")
 
 
@@ -359,7 +364,8 @@ def _sizes(r: Reader, lo: Optional[int], want: Optional[int], hi: Optional[int])
 
 
 def _pool(r: Reader, network: NetworkConfig, catalog: Catalog) -> GpuPoolConfig:
-    name = r.str("name", check=name_check)
+    name = r.str("name", check=lambda v: name_check(v) or (
+        "is reserved for the system node group" if v == SYSTEM_POOL_NAME else None))
     types = r.str_list("instanceTypes", min_items=1, check=_known_type(catalog))
     capacity = r.str("capacityType", "ON_DEMAND", choices=CAPACITY_TYPES)
     lo, want, hi = r.int("minSize", 0, min=0), r.int("desiredSize", None, min=0), \
@@ -448,8 +454,26 @@ def _pool(r: Reader, network: NetworkConfig, catalog: Catalog) -> GpuPoolConfig:
         auto_repair=r.bool("autoRepair", True),
         labels=r.str_map("labels"),
     )
+    for key, value in pool.labels.items():
+        message = _node_label_problem(key, value)
+        if message:
+            r.error(message, f"labels.{key}")
     r.finish()
     return pool
+
+
+def _node_label_problem(key: str, value: str) -> Optional[str]:
+    """Kubernetes label syntax, and no keys in domains the platform, EKS or the kubelet own
+    (kubelet refuses to start with most `kubernetes.io` / `k8s.io` self-labels)."""
+    prefix, _, name = key.rpartition("/")
+    if not _LABEL_NAME_RE.match(name) or (prefix and not _LABEL_PREFIX_RE.match(prefix)):
+        return f"{key!r} is not a valid Kubernetes label key"
+    if prefix and any(prefix == d or prefix.endswith("." + d) for d in _RESERVED_LABEL_DOMAINS):
+        return (f"{key!r} is in a reserved label domain "
+                f"({', '.join(_RESERVED_LABEL_DOMAINS)}); the platform sets those labels")
+    if value and not _LABEL_NAME_RE.match(value):
+        return f"{value!r} is not a valid Kubernetes label value"
+    return None
 
 
 def _storage(r: Reader) -> StorageConfig:

@@ -6,8 +6,12 @@ from typing import Any, Optional
 
 import pulumi
 
+from components.cluster import Cluster, ClusterArgs
 from components.config import StackConfig
+from components.device_plugins import DevicePlugins, DevicePluginsArgs
+from components.gpu_pool import GpuPool, GpuPoolArgs
 from components.network import Network, NetworkArgs
+from components.teams import Teams, TeamsArgs
 
 
 class Platform(pulumi.ComponentResource):
@@ -25,8 +29,46 @@ class Platform(pulumi.ComponentResource):
             efaSecurityGroupId=self.network.efa_security_group_id,
         )
         # Later layers (cluster, GPU pools, storage, monitoring, Kubeflow, teams) are wired here.
+        self._create_cluster(name)
 
         self.register_outputs(self._outputs)
+
+    # -- cluster, GPU pools, device plugins, teams ---------------------------------------------
+    def _create_cluster(self, name: str) -> None:
+        config, net = self.config, self.network
+        child = pulumi.ResourceOptions(parent=self)
+        self.cluster = Cluster(f"{name}-cluster", ClusterArgs(
+            config=config.cluster, cluster_name=f"{name}-{config.stack}", vpc_id=net.vpc_id,
+            subnet_ids=list(net.private_subnet_ids.values()), region=config.region,
+            tags=config.tags), child)
+        self.gpu_pools: dict[str, GpuPool] = {}
+        for pool in config.gpu_pools:
+            self.gpu_pools[pool.name] = GpuPool(f"{name}-pool-{pool.name}", GpuPoolArgs(
+                config=pool, cluster_name=self.cluster.name,
+                kubernetes_version=self.cluster.kubernetes_version,
+                node_role_arn=self.cluster.node_role_arn,
+                subnet_ids=[net.private_subnet_ids[az] for az in pool.availability_zones],
+                cluster_security_group_id=self.cluster.cluster_security_group_id,
+                efa_security_group_id=net.efa_security_group_id if pool.efa else None,
+                tags=config.tags, depends_on=self.cluster.node_dependencies), child)
+        # Kubernetes objects that may run on GPU nodes wait for (and outlive) the node groups.
+        self.k8s_dependencies = [*self.cluster.k8s_dependencies,
+                                 *(p.node_group for p in self.gpu_pools.values())]
+        self.teams = Teams(f"{name}-teams", TeamsArgs(
+            config.teams, self.cluster.k8s_provider, self.k8s_dependencies), child)
+        self.device_plugins = DevicePlugins(f"{name}-device-plugins", DevicePluginsArgs(
+            provider=self.cluster.k8s_provider, pools=config.gpu_pools,
+            depends_on=self.k8s_dependencies), child)
+        self._outputs.update(
+            clusterName=self.cluster.name,
+            clusterEndpoint=self.cluster.endpoint,
+            gpuPools={p.name: {"nodeGroupName": self.gpu_pools[p.name].node_group.node_group_name,
+                               "instanceTypes": list(p.instance_types),
+                               "capacityType": p.capacity_type,
+                               "availabilityZones": list(p.availability_zones),
+                               "efa": p.efa}
+                      for p in config.gpu_pools},
+        )
 
     def stack_outputs(self) -> dict[str, Any]:
         return dict(self._outputs)
