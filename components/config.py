@@ -51,7 +51,10 @@ _LABEL_PREFIX_RE = re.compile(r"^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a
 _RESERVED_LABEL_DOMAINS = ("trainyard.io", "kubernetes.io", "k8s.io", "eks.amazonaws.com")
 SYSTEM_POOL_NAME = "system"
 """POOL_LABEL value of the system node group; no GPU pool may take it."""
-_BUCKET_PREFIX_RE = re.compile(r"^[a-z0-9][a-z0-9-]{1,35}[a-z0-9]$")
+# S3 appends a 26-character suffix to a bucket_prefix (63 max), and storage adds the longest role,
+# "-access-logs-" (13): 63 - 26 - 13 = 24 characters are left for the configured prefix.
+_BUCKET_PREFIX_RE = re.compile(r"^[a-z0-9][a-z0-9-]{1,22}[a-z0-9]$")
+_BUCKET_RESERVED_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -165,7 +168,8 @@ class FsxConfig:
 @dataclass(frozen=True)
 class StorageConfig:
     bucket_prefix: Optional[str] = None
-    """Prefix for the S3 bucket names (Pulumi appends a random suffix). Default: auto-naming."""
+    """Prefix for the S3 bucket names, 3-24 characters: each bucket is named
+    `<prefix>-<role>-<26-character suffix from S3>`. Default: Pulumi auto-naming."""
     retain_on_delete: bool = False
     """Keep buckets, file systems and keys out of `pulumi destroy` (prod)."""
     checkpoint_noncurrent_days: int = 30
@@ -173,6 +177,7 @@ class StorageConfig:
     dataset_tiering_days: int = 30
     """Move dataset objects to Intelligent-Tiering after this many days; 0 = at once."""
     access_log_retention_days: int = 365
+    """Expire S3 server access logs after this many days (1-3650). Default 365."""
     efs: EfsConfig = field(default_factory=EfsConfig)
     fsx: FsxConfig = field(default_factory=FsxConfig)
 
@@ -496,9 +501,11 @@ def _storage(r: Reader) -> StorageConfig:
     f.finish()
     s = StorageConfig(
         bucket_prefix=r.str("bucketPrefix", None, check=lambda v: None
-                            if _BUCKET_PREFIX_RE.match(v) and "--" not in v else
-                            "is not a valid bucket name prefix (3-37 lowercase letters, digits "
-                            "or '-', starting and ending with a letter or digit)"),
+                            if _BUCKET_PREFIX_RE.match(v) and "--" not in v
+                            and not v.startswith(_BUCKET_RESERVED_PREFIXES) else
+                            "is not a valid bucket name prefix (3-24 lowercase letters, digits "
+                            "or single '-', starting and ending with a letter or digit, not "
+                            "starting with xn--, sthree- or amzn-s3-demo-)"),
         retain_on_delete=r.bool("retainOnDelete", False),
         checkpoint_noncurrent_days=r.int("checkpointNoncurrentDays", 30, min=1, max=3650),
         dataset_tiering_days=r.int("datasetTieringDays", 30, min=0, max=3650),
@@ -546,6 +553,18 @@ def _cross_checks(problems: list[str], network: NetworkConfig, cluster: ClusterC
         problems.append(f"{NS}:gpuPools: pool name {n!r} is used more than once")
     for n in dupes([t.name for t in teams]):
         problems.append(f"{NS}:teams: team name {n!r} is used more than once")
+    # A TrainJob takes whole nodes, so a team whose quota is below one node of every pool could
+    # never run one (trainyard job render checks the chosen pool too).
+    node_gpus = {p.name: catalog.get(p.instance_types[0]).gpus for p in pools
+                 if p.name and p.instance_types and catalog.knows(p.instance_types[0])}
+    if node_gpus:
+        smallest = min(node_gpus, key=lambda n: node_gpus[n])
+        for i, t in enumerate(teams):
+            if isinstance(t.gpu_quota, int) and t.gpu_quota < node_gpus[smallest]:
+                problems.append(
+                    f"{NS}:teams[{i}].gpuQuota: {t.gpu_quota} is below one node of every GPU "
+                    f"pool (the smallest, {smallest!r}, has {node_gpus[smallest]} GPUs per "
+                    f"node); TrainJobs take whole nodes, so team {t.name!r} could never run one")
     if storage.fsx.enabled and not any(p.efa for p in pools):
         problems.append(f"{NS}:storage.fsx.enabled: true needs an EFA GPU pool (FSx for Lustre "
                         "is placed in the EFA pool's availability zone)")

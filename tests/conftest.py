@@ -34,3 +34,60 @@ def resources(plan: dict, type_: str) -> list[dict]:
 
 def by_id(plan: dict) -> dict:
     return {r["id"]: r for r in plan["resources"] if r.get("id")}
+
+
+def synthesize_program(program, stack: str = "unit", region: str = "us-east-1") -> dict:
+    """Run `program()` (which creates resources directly, e.g. one component with a test
+    Provider) under the same mocks and recorder as `trainyard plan`; returns a plan dict with
+    the same shape (no stack outputs)."""
+    import pulumi
+    from pulumi.runtime import settings
+    from pulumi.runtime.mocks import _sync_await
+    from pulumi.runtime.stack import run_pulumi_func
+
+    from trainyard.mocks import TrainyardMocks
+    from trainyard.synth import PROJECT, _plain, _recording_monitor
+
+    mocks = TrainyardMocks(region)
+    monitor = _recording_monitor(mocks)
+    settings.set_root_resource(None)  # type: ignore[arg-type]
+    pulumi.runtime.set_all_config({}, [])
+    pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=False, monitor=monitor)
+    settings.SETTINGS.rpc_manager.clear()
+    settings.SETTINGS.outputs.clear()
+    _sync_await(run_pulumi_func(program))
+    return {"project": PROJECT, "stack": stack, "outputs": {},
+            "resources": [_plain(r) for _, r in sorted(monitor.records.items())]}
+
+
+def storage_unit_plan(stack: str = "prod", teams: tuple = ("research", "applied"),
+                      with_cluster: bool = True) -> dict:
+    """Plan of just the Storage component for `stack`'s config, wired to stand-in network ids
+    and (with_cluster) a test Kubernetes provider, a cluster name and one namespace per team:
+    lets the Kubernetes side and Pod Identity be tested before the cluster layer exists."""
+
+    def program():
+        import pulumi_kubernetes as k8s
+
+        from components.identity import ClusterAttachment
+        from components.storage import (Storage, StorageArgs, fsx_availability_zone,
+                                        gpu_availability_zones)
+        from trainyard.synth import load_config
+
+        cfg = load_config(stack)
+        attachment = None
+        if with_cluster:
+            provider = k8s.Provider("unit-k8s", kubeconfig="{}")
+            namespaces = {t: k8s.core.v1.Namespace(
+                f"unit-{t}", metadata={"name": t},
+                opts=__import__("pulumi").ResourceOptions(provider=provider)) for t in teams}
+            attachment = ClusterAttachment(cluster_name="unit-cluster", provider=provider,
+                                           namespaces=namespaces)
+        Storage("unit-storage", StorageArgs(
+            config=cfg.storage, vpc_id="vpc-unit",
+            private_subnet_ids={az: f"subnet-{az}" for az in cfg.network.availability_zones},
+            gpu_azs=gpu_availability_zones(cfg), efa_az=fsx_availability_zone(cfg),
+            node_security_group_ids={"cluster": "sg-cluster", "efa": "sg-efa"},
+            cluster=attachment, tags=cfg.tags))
+
+    return synthesize_program(program, stack=f"unit-{stack}")

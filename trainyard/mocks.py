@@ -157,6 +157,13 @@ def _kms_alias(m, name, typ, inputs):
                    "targetKeyArn": m.arn("kms", f"key/{inputs.get('targetKeyId', '')}")}
 
 
+@handles("aws:kms/grant:Grant")
+def _kms_grant(m, name, typ, inputs):
+    grant = _h(typ, name, n=64)
+    return f"{inputs.get('keyId', '')}:{grant}", {"grantId": grant,
+                                                   "grantToken": _h(typ, name, "token", n=64)}
+
+
 @handles("aws:cloudwatch/logGroup:LogGroup")
 def _log_group(m, name, typ, inputs):
     lg = inputs.get("name") or m.physical_name(name, typ, 512)
