@@ -117,7 +117,8 @@ def resource_rule(*, name: str, description: str, family: str, types: Iterable[s
         def validate(args, report_violation):
             if type_set and args.resource_type not in type_set:
                 return
-            check(args, _config(config, args.get_config()), lambda msg: report_violation(msg, None))
+            check(args, _config(config, args.get_config()),
+                  lambda msg: report_violation(msg, args.urn))
 
         policy = ResourceValidationPolicy(
             name=name, description=description, validate=validate, enforcement_level=level,

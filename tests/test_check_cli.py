@@ -268,7 +268,10 @@ def test_injected_misconfiguration_is_caught_at_its_urn(plan_for, prod_baseline,
         f"{sorted(v for v in _mandatory(report) if v[0] == policy)}")
 
 
-def test_check_stack_end_to_end(tmp_path, capsys):
+def test_check_stack_end_to_end(tmp_path, capsys, monkeypatch, plan_for):
+    from trainyard import synth
+
+    monkeypatch.setattr(synth, "synthesize", lambda stack, stack_file=None: plan_for(stack))
     out = tmp_path / "dev.json"
     code = main(["check", "--stack", "dev", "--json", str(out)])
     doc = json.loads(out.read_text())

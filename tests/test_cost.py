@@ -153,7 +153,10 @@ def test_cli_plan_json_is_what_review_reads(tmp_path, capsys):
     assert "blended" in human and CAT.price_date in human and "on-demand" in human
 
 
-def test_cli_stack(capsys):
+def test_cli_stack(capsys, monkeypatch, plan_for):
+    from trainyard import synth
+
+    monkeypatch.setattr(synth, "synthesize", lambda stack, stack_file=None: plan_for(stack))
     assert main(["cost", "--stack", "dev"]) == 0
     out = capsys.readouterr().out
     assert "EKS control plane" in out and "NAT gateway" in out
