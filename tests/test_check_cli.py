@@ -278,3 +278,19 @@ def test_check_stack_end_to_end(tmp_path, capsys, monkeypatch, plan_for):
     assert code == (1 if doc["summary"]["mandatory"] or doc["errors"] else 0)
     assert doc["stack"] == "dev" and doc["resources_checked"] > 50
     assert "trainyard check: stack dev" in capsys.readouterr().out
+
+
+def test_unknown_values_are_reported_not_passed(tmp_path, capsys):
+    from pulumi_policy.proxy import UNKNOWN_STRING_VALUE
+
+    lt = json.loads(json.dumps(BAD_LT))
+    lt["inputs"]["metadataOptions"] = {"httpTokens": UNKNOWN_STRING_VALUE}
+    plan = _write(tmp_path, "plan.json", {"stack": "dev", "resources": [lt]})
+    out = tmp_path / "check.json"
+    assert main(["check", "--plan", str(plan), "--json", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert {"policy": "launch-template-imdsv2", "urn": lt["urn"],
+            "message": "cannot judge: string value at .metadataOptions.httpTokens can't be "
+                       "known during preview"} in doc["cannot_judge"]
+    assert "cannot judge (values unknown until the resources exist; not a pass)" in \
+        capsys.readouterr().out
