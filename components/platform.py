@@ -10,7 +10,9 @@ from components.cluster import Cluster, ClusterArgs
 from components.config import StackConfig
 from components.device_plugins import DevicePlugins, DevicePluginsArgs
 from components.gpu_pool import GpuPool, GpuPoolArgs
+from components.identity import ClusterAttachment
 from components.network import Network, NetworkArgs
+from components.storage import Storage, StorageArgs, fsx_availability_zone, gpu_availability_zones
 from components.teams import Teams, TeamsArgs
 
 
@@ -30,6 +32,7 @@ class Platform(pulumi.ComponentResource):
         )
         # Later layers (cluster, GPU pools, storage, monitoring, Kubeflow, teams) are wired here.
         self._create_cluster(name)
+        self._create_storage(name)
 
         self.register_outputs(self._outputs)
 
@@ -69,6 +72,23 @@ class Platform(pulumi.ComponentResource):
                                "efa": p.efa}
                       for p in config.gpu_pools},
         )
+
+    # -- storage (S3, EFS, FSx, Pod Identity) -------------------------------------------------
+    def _create_storage(self, name: str) -> None:
+        config = self.config
+        # Every node (system and GPU) carries the cluster SG; EFA nodes also the EFA SG.
+        node_sgs = {"cluster": self.cluster.cluster_security_group_id,
+                    "efa": self.network.efa_security_group_id}
+        attachment = ClusterAttachment(
+            cluster_name=self.cluster.name, provider=self.cluster.k8s_provider,
+            namespaces=dict(self.teams.namespaces), depends_on=list(self.k8s_dependencies))
+        self.storage = Storage(f"{name}-storage", StorageArgs(
+            config=config.storage, vpc_id=self.network.vpc_id,
+            private_subnet_ids=self.network.private_subnet_ids,
+            gpu_azs=gpu_availability_zones(config), efa_az=fsx_availability_zone(config),
+            node_security_group_ids=node_sgs, cluster=attachment, tags=config.tags),
+            pulumi.ResourceOptions(parent=self))
+        self._outputs.update(self.storage.stack_outputs())
 
     def stack_outputs(self) -> dict[str, Any]:
         return dict(self._outputs)
