@@ -195,6 +195,15 @@ def reservation_specification(config: GpuPoolConfig) -> Optional[dict]:
         "capacity_reservation_id": config.capacity_reservation.id}}  # type: ignore[union-attr]
 
 
+def instance_types(config: GpuPoolConfig) -> tuple[Optional[str], Optional[list[str]]]:
+    """(launch template InstanceType, node group instanceTypes). Capacity Blocks name the type in
+    the launch template and none in the node group (EKS's documented shape, and EKS refuses
+    both at once); every other pool lists its types on the node group."""
+    if config.capacity_type == "CAPACITY_BLOCK":
+        return config.instance_types[0], None
+    return None, list(config.instance_types)
+
+
 def root_device_name(ami_type: str) -> str:
     """Bottlerocket keeps images and pods on its second (data) volume; AL2023 on the root."""
     return "/dev/xvdb" if ami_type.startswith("BOTTLEROCKET") else "/dev/xvda"
@@ -267,6 +276,7 @@ class GpuPool(pulumi.ComponentResource):
             n, description=f"GPU pool {c.name}: IMDSv2, encrypted gp3 root, "
                            f"{len(self.network_interfaces)} EFA interfaces",
             update_default_version=True,
+            instance_type=instance_types(c)[0],
             metadata_options=metadata_options(c.http_put_response_hop_limit),
             block_device_mappings=[root_volume(root_device_name(c.ami_type), c.root_volume_gib)],
             user_data=encoded_user_data(c.ami_type, self._specs),
@@ -284,7 +294,7 @@ class GpuPool(pulumi.ComponentResource):
         self.node_group = aws.eks.NodeGroup(
             f"{self._name}-ng", cluster_name=a.cluster_name, node_role_arn=a.node_role_arn,
             version=a.kubernetes_version, ami_type=c.ami_type, capacity_type=c.capacity_type,
-            instance_types=list(c.instance_types), subnet_ids=list(a.subnet_ids),
+            instance_types=instance_types(c)[1], subnet_ids=list(a.subnet_ids),
             launch_template={"id": lt.id, "version": lt.latest_version.apply(str)},
             scaling_config={"min_size": c.min_size, "desired_size": c.desired_size,
                             "max_size": c.max_size},

@@ -12,7 +12,7 @@ import yaml
 from components.catalog import load_catalog
 from components.config import CapacityReservation, GpuPoolConfig
 from components.gpu_pool import (AMI_FAMILY_LABEL, CAPACITY_TYPE_LABEL, GpuPoolArgs,
-                                 market_options, node_labels, node_taints, repair_config,
+                                 instance_types, market_options, node_labels, node_taints, repair_config,
                                  reservation_specification, root_device_name, update_config,
                                  validate_gpu_pool)
 from components.k8s_names import (ACCELERATOR_LABEL, EFA_LABEL, GPU_MODEL_LABEL, GPU_TAINT_KEY,
@@ -95,6 +95,14 @@ def test_capacity_block_and_odcr():
     assert market_options(odcr) is None and reservation_specification(odcr) is not None
     spot = pool(instance_types=("g5.12xlarge", "g6.12xlarge"), capacity_type="SPOT")
     assert market_options(spot) is None and reservation_specification(spot) is None
+
+
+def test_instance_types_placement():
+    cb = pool(capacity_type="CAPACITY_BLOCK",
+              capacity_reservation=CapacityReservation("cr-0123456789abcdef0", "us-east-1a"))
+    assert instance_types(cb) == ("p4d.24xlarge", None)
+    spot = pool(instance_types=("g5.12xlarge", "g6.12xlarge"), capacity_type="SPOT")
+    assert instance_types(spot) == (None, ["g5.12xlarge", "g6.12xlarge"])
 
 
 def test_update_config_and_root_device():
@@ -200,7 +208,13 @@ def test_every_gpu_node_group(any_plan):
         assert i["updateConfig"] == {"maxUnavailable": 1, "updateStrategy": "MINIMAL"}
         assert i["scalingConfig"]["minSize"] <= i["scalingConfig"]["desiredSize"] \
             <= i["scalingConfig"]["maxSize"]
-        assert i["instanceTypes"] == cfg_pools[name]["instanceTypes"]
+        lt = by_id(any_plan)[i["launchTemplate"]["id"]]["inputs"]
+        if i["capacityType"] == "CAPACITY_BLOCK":  # the type lives in the launch template only
+            assert "instanceTypes" not in i
+            assert [lt["instanceType"]] == cfg_pools[name]["instanceTypes"]
+        else:
+            assert i["instanceTypes"] == cfg_pools[name]["instanceTypes"]
+            assert "instanceType" not in lt
         assert i["launchTemplate"]["version"] == "1"
 
 
