@@ -71,7 +71,7 @@ class MetricsLogger:
                      "elapsed_s": elapsed, "eta_s": eta})
         self._window.append((tokens, step_time))
         if step % self.log_every == 0 or step == self.total_steps:
-            toks, secs = map(sum, zip(*self._window))
+            toks, secs = map(sum, zip(*self._window, strict=True))
             self._window.clear()
             mfu_s = f"{100 * mfu:.1f}%" if mfu is not None else "n/a"
             line = (f"step {step:>6}/{self.total_steps} | loss {loss:.4f} | lr {lr:.2e} | "

@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="output directory (must not exist)")
     p.add_argument("--source", help="file or directory of text (default: the Python stdlib)")
     p.add_argument("--max-tokens", type=int, default=0, help="stop after N tokens (0: all)")
-    p.add_argument("--shard-tokens", type=int, default=16 * 2**20, help="tokens per shard")
+    p.add_argument("--shard-tokens", type=int, default=16 * 2**20, help="start a new shard once this many tokens are written (documents are not split)")
     args = p.parse_args(argv)
     out = Path(args.out)
     if out.exists():

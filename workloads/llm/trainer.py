@@ -20,8 +20,14 @@ from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_di
 
 from workloads.common.checkpoint import CheckpointStore
 from workloads.common.cli import EXIT_OK, EXIT_PREEMPTED
-from workloads.common.dist import DistInfo, all_gather_object, print0, seed_everything, \
-    setup_distributed, teardown_distributed
+from workloads.common.dist import (
+    DistInfo,
+    all_gather_object,
+    print0,
+    seed_everything,
+    setup_distributed,
+    teardown_distributed,
+)
 from workloads.common.metrics import MetricsLogger
 from workloads.common.mfu import flops_per_token, mfu, peak_tflops
 from workloads.common.preemption import PreemptionFlag

@@ -1,0 +1,94 @@
+"""Entry points as a user runs them: bad configuration exits 2 with one line; bench prints JSON."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+BAD = [
+    (["--preset", "7b"], "--preset", "unknown preset '7b'"),
+    (["--max-steps", "-3"], "--max-steps", "must be > 0"),
+    (["--max-steps", "ten"], "--max-steps", "invalid int value"),
+    (["--checkpoint-every", "0"], "--checkpoint-every", "must be > 0"),
+    (["--data", "/nonexistent/shards"], "--data", "is not a directory"),
+    (["--checkpoint-dir", "s3://"], "--checkpoint-dir", "has no bucket"),
+    (["--checkpoint-dir", "s3:///ckpt/run1"], "--checkpoint-dir", "has no bucket"),
+    (["--data", "s3://"], "--data", "has no bucket"),
+    (["--seq-len", "4096"], "--seq-len", "exceeds"),
+    (["--device", "tpu"], "--device", "must be auto, cpu or cuda"),
+    (["--no-such-flag"], "unrecognized arguments", "--no-such-flag"),
+]
+
+
+def _run(module: str, args: list[str], wl, cache_dir) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=wl.REPO, text=True,
+                          capture_output=True, env=wl.base_env(cache_dir), timeout=120)
+
+
+@pytest.mark.parametrize(("args", "flag", "message"), BAD, ids=[" ".join(a) for a, _, _ in BAD])
+def test_bad_configuration_exits_2_with_one_line(args, flag, message, wl, cache_dir):
+    proc = _run("workloads.llm.train", args, wl, cache_dir)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert flag in lines[0] and message in lines[0]
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
+
+
+def test_data_dir_without_manifest_exits_2(tmp_path, wl, cache_dir):
+    proc = _run("workloads.llm.train", ["--data", str(tmp_path)], wl, cache_dir)
+    assert proc.returncode == 2
+    assert "--data" in proc.stderr and "no readable manifest.json" in proc.stderr
+
+
+def test_checkpoint_dir_that_is_a_file_exits_2(tmp_path, wl, cache_dir):
+    f = tmp_path / "file"
+    f.write_text("x")
+    proc = _run("workloads.llm.train", ["--checkpoint-dir", str(f)], wl, cache_dir)
+    assert proc.returncode == 2 and "--checkpoint-dir" in proc.stderr
+
+
+def test_help_shows_laptop_and_cluster_commands(wl, cache_dir):
+    import workloads.llm.train as train
+
+    assert "torchrun --nproc-per-node" in train.__doc__
+    assert "trainyard job render llm" in train.__doc__
+    proc = _run("workloads.llm.train", ["--help"], wl, cache_dir)
+    assert proc.returncode == 0 and "--checkpoint-every" in proc.stdout
+
+
+def test_bench_prints_one_json_line_on_cpu(wl, cache_dir):
+    proc = _run("workloads.llm.bench", ["--steps", "3", "--warmup", "1"], wl, cache_dir)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 1
+    result = json.loads(lines[0])
+    assert result["preset"] == "tiny" and result["device"] == "cpu"
+    assert result["tokens_per_s"] > 0 and result["peak_mem_gib"] > 0
+    assert result["mfu"] is None and result["peak_tflops"] is None
+
+
+def test_bench_bad_preset_exits_2(wl, cache_dir):
+    proc = _run("workloads.llm.bench", ["--preset", "nope"], wl, cache_dir)
+    assert proc.returncode == 2 and "--preset" in proc.stderr
+
+
+def test_prepare_writes_shards_and_manifest(tmp_path, wl, cache_dir):
+    src = tmp_path / "corpus"
+    src.mkdir()
+    (src / "a.txt").write_text("hello world\n" * 100)
+    (src / "b.txt").write_text("héllo\n")
+    out = tmp_path / "shards"
+    proc = _run("workloads.llm.prepare", ["--out", str(out), "--source", str(src),
+                                          "--shard-tokens", "500"], wl, cache_dir)
+    assert proc.returncode == 0, proc.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["tokenizer"] == "bytes" and manifest["dtype"] == "uint16"
+    assert manifest["total_tokens"] == 1200 + 1 + len("héllo\n".encode()) + 1
+    assert sum(s["tokens"] for s in manifest["shards"]) == manifest["total_tokens"]
+    assert len(manifest["shards"]) == 2  # shards end on document boundaries
+    again = _run("workloads.llm.prepare", ["--out", str(out)], wl, cache_dir)
+    assert again.returncode == 2 and "already exists" in again.stderr

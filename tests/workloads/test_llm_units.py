@@ -1,0 +1,151 @@
+"""Pure pieces: config validation, schedule, MFU, the model, the loader, metrics."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from workloads.common.cli import ConfigError
+from workloads.common.dist import DistInfo
+from workloads.common.metrics import MetricsLogger
+from workloads.common.mfu import flops_per_token, gpu_model, mfu, peak_tflops
+from workloads.llm.config import PRESETS, ModelConfig, TrainConfig
+from workloads.llm.data import ShardLoader, SyntheticLoader
+from workloads.llm.model import GPT
+from workloads.llm.parallel import lr_at
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.sampled_from(["max_steps", "checkpoint_every", "grad_accum", "keep_last"]),
+       st.integers(max_value=0))
+def test_non_positive_counts_name_their_flag(field, value):
+    with pytest.raises(ConfigError) as e:
+        TrainConfig(**{field: value})
+    assert e.value.flag == "--" + field.replace("_", "-")
+
+
+def test_model_config_rejects_bad_shapes():
+    with pytest.raises(ConfigError, match="divisible"):
+        ModelConfig(n_layer=1, n_head=3, d_model=64, seq_len=8, vocab_size=256)
+
+
+def test_lr_schedule_warmup_then_cosine_to_floor():
+    cfg = TrainConfig(max_steps=100, lr=1.0, warmup_steps=10, min_lr_ratio=0.1)
+    lrs = [lr_at(s, cfg) for s in range(1, 101)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(lrs[9:], lrs[10:], strict=False))
+    assert lrs[-1] == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize(("name", "model", "peak"), [
+    ("NVIDIA H100 80GB HBM3", "H100 SXM", 989.0),
+    ("NVIDIA H100 PCIe", "H100 PCIe", 756.0),
+    ("NVIDIA H200", "H200", 989.0),
+    ("NVIDIA A100-SXM4-80GB", "A100", 312.0),
+    ("Tesla T4", None, None),
+    ("NVIDIA H100 NVL", None, None),
+])
+def test_gpu_peak_table(name, model, peak, monkeypatch):
+    monkeypatch.delenv("TRAINYARD_PEAK_TFLOPS", raising=False)
+    assert gpu_model(name) == model
+    assert peak_tflops(name) == peak
+
+
+def test_mfu_formula_matches_the_anchor():
+    m = PRESETS["1b"].model
+    fpt = flops_per_token(m.non_embedding_params, m.n_layer, m.n_head, m.head_dim, m.seq_len)
+    assert fpt == 6 * m.non_embedding_params + 12 * 24 * 16 * 128 * 2048
+    assert mfu(10_000, fpt, 1, 989.0) == pytest.approx(10_000 * fpt / 989e12)
+    assert mfu(10_000, fpt, 1, None) is None
+
+
+@pytest.mark.parametrize("preset", ["tiny", "125m"])
+def test_param_count_formula_matches_the_model(preset):
+    cfg = PRESETS[preset].model
+    with torch.device("meta"):
+        model = GPT(cfg)
+    assert model.num_params() == cfg.non_embedding_params
+
+
+def test_preset_sizes():
+    assert 80e6 < PRESETS["125m"].model.non_embedding_params < 90e6
+    assert 1.1e9 < PRESETS["1b"].model.non_embedding_params < 1.3e9
+
+
+def test_model_is_causal():
+    torch.manual_seed(0)
+    model = GPT(ModelConfig(n_layer=2, n_head=2, d_model=32, seq_len=16, vocab_size=64)).eval()
+    x = torch.randint(0, 64, (1, 16))
+    y = x.clone()
+    y[0, 10] = (x[0, 10] + 1) % 64
+    a, b = model(x), model(y)
+    assert torch.equal(a[:, :10], b[:, :10]) and not torch.equal(a[:, 10:], b[:, 10:])
+
+
+def test_loader_is_deterministic_resumable_and_rank_disjoint(small_data):
+    def make(rank=0, world=2):
+        return ShardLoader(small_data, 64, 4, 2, DistInfo(rank=rank, world_size=world), seed=3)
+
+    a = make()
+    for _ in range(5):
+        a.next_batch()
+    state = a.state_dict()
+    b = make()
+    b.load_state_dict(state)
+    for _ in range(3):
+        for (xa, ya), (xb, yb) in zip(a.next_batch(), b.next_batch(), strict=True):
+            assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    r0, r1 = make(0).next_batch(), make(1).next_batch()
+    rows0 = {tuple(r.tolist()) for x, _ in r0 for r in x}
+    rows1 = {tuple(r.tolist()) for x, _ in r1 for r in x}
+    assert len(rows0) == 8 and not rows0 & rows1
+    x, y = r0[0]
+    assert torch.equal(x[:, 1:], y[:, :-1])  # targets are inputs shifted by one
+
+
+def test_loader_wraps_epochs(small_data):
+    loader = ShardLoader(small_data, 64, 64, 4, DistInfo(), seed=0)
+    for _ in range(loader.n_windows // loader.per_step + 1):
+        loader.next_batch()
+    assert loader.state_dict()["epoch"] == 1
+
+
+def test_synthetic_loader_is_a_function_of_step():
+    a = SyntheticLoader(100, 8, 2, 1, DistInfo(), seed=1)
+    first = a.next_batch()[0][0]
+    b = SyntheticLoader(100, 8, 2, 1, DistInfo(), seed=1)
+    assert torch.equal(first, b.next_batch()[0][0])
+
+
+class _Tty(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_metrics_jsonl_and_progress(tmp_path):
+    out = _Tty()
+    m = MetricsLogger(str(tmp_path / "m.jsonl"), total_steps=4, is_main=True, log_every=2,
+                      stream=out)
+    loss = 1.0 / 3.0
+    for step in range(1, 5):
+        m.step(step, loss, 1e-3, 0.5, 100, 0.01, 100 * step, 0.42)
+    m.event("done", step=4)
+    m.close()
+    records = [json.loads(x) for x in (tmp_path / "m.jsonl").read_text().splitlines()]
+    assert records[0]["loss"] == loss  # full precision survives the round trip
+    assert records[-1] == {"event": "done", "step": 4, "elapsed_s": records[-1]["elapsed_s"]}
+    assert {"tokens_per_s", "mfu", "eta_s", "elapsed_s", "lr"} <= set(records[0])
+    text = out.getvalue()
+    assert "step      2/4" in text and "mfu 42.0%" in text and "[####" in text
+
+
+def test_metrics_without_tty_prints_plain_lines(tmp_path):
+    out = io.StringIO()
+    m = MetricsLogger(None, total_steps=2, is_main=True, log_every=1, stream=out)
+    m.step(1, 2.0, 1e-3, 0.5, 100, 0.01, 100, None)
+    assert "\r" not in out.getvalue() and "mfu n/a" in out.getvalue()
