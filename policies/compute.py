@@ -434,31 +434,40 @@ def gpu_node_taint(args, cfg, report):
            f"{key} taint: add taint key={key!r}, effect=NO_SCHEDULE.")
 
 
-@resource_rule(
+def ami_mismatch(ng_props, types: list[str]) -> Optional[str]:
+    """Why the node group's AMI type does not fit its instance types (None when it does)."""
+    ami = get(ng_props, "amiType")
+    vendor = accelerator_vendor(types)
+    if not types or ami == "CUSTOM":
+        return None
+    if ami is None:
+        if vendor is not None:
+            return (f"amiType is unset for accelerated types {types}: set it explicitly "
+                    f"(e.g. AL2023_x86_64_{vendor.upper()}).")
+        return None
+    ami_vendor = facts.AMI_VENDOR.get(ami, "unknown")
+    if ami_vendor == "unknown" or ami_vendor == vendor:
+        return None
+    want = f"a {vendor.upper()} AMI type" if vendor else "a standard (non-GPU) AMI type"
+    return f"amiType {ami} does not match instance types {types}: use {want}."
+
+
+@stack_rule(
     name="gpu-ami-type-match",
     description="A node group's AMI type carries the driver stack of its accelerators (NVIDIA "
                 "AMI for NVIDIA GPUs, Neuron AMI for Trainium/Inferentia, standard for CPU).",
-    family="efa-compute", types=(NODE_GROUP,), level=MANDATORY, severity=Severity.HIGH,
+    family="efa-compute", level=MANDATORY, severity=Severity.HIGH,
     refs=Refs(other=("aws-docs:eks-optimized-amis",)), gpu=True,
     remediation="Set ami_type to AL2023_x86_64_NVIDIA / BOTTLEROCKET_x86_64_NVIDIA for NVIDIA "
                 "types, AL2023_x86_64_NEURON for Trainium/Inferentia.")
-def gpu_ami_type_match(args, cfg, report):
-    ami = get(args.props, "amiType")
-    types = node_group_types(args.props)
-    vendor = accelerator_vendor(types)
-    if not types or ami == "CUSTOM":
-        return
-    if ami is None:
-        if vendor is not None:
-            report(f"amiType is unset for accelerated types {types}: set it explicitly "
-                   f"(e.g. AL2023_x86_64_{vendor.upper()}).")
-        return
-    ami_vendor = facts.AMI_VENDOR.get(ami, "unknown")
-    if ami_vendor == "unknown":
-        return
-    if ami_vendor != vendor:
-        want = f"a {vendor.upper()} AMI type" if vendor else "a standard (non-GPU) AMI type"
-        report(f"amiType {ami} does not match instance types {types}: use {want}.")
+def gpu_ami_type_match(stack: Stack, cfg, report):
+    """A stack rule: Capacity Block pools name their instance type in the launch template."""
+    lts = stack.of(LT)
+    for ng in stack.of(NODE_GROUP):
+        lt = launch_template_of(stack, ng, lts)
+        problem = ami_mismatch(ng.props, node_group_types(ng.props, lt.props if lt else None))
+        if problem:
+            report(f"node group {short(ng.urn)}: {problem}", ng.urn)
 
 
 @resource_rule(
