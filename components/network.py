@@ -164,7 +164,8 @@ class Network(pulumi.ComponentResource):
         aws.vpc.SecurityGroupIngressRule(
             f"{n}-endpoints-https", security_group_id=sg.id, cidr_ipv4=c.vpc_cidr,
             ip_protocol="tcp", from_port=443, to_port=443,
-            description="HTTPS from the VPC", opts=self._child)
+            description="HTTPS from the VPC", tags=self._tags(f"{n}-endpoints-https"),
+            opts=self._child)
         for svc in c.interface_endpoints:
             aws.ec2.VpcEndpoint(
                 f"{n}-{svc.replace('.', '-')}", vpc_id=self.vpc.id,
@@ -216,9 +217,11 @@ class Network(pulumi.ComponentResource):
         # SRD traffic fails without it.
         aws.vpc.SecurityGroupIngressRule(f"{n}-efa-self-in", security_group_id=sg.id,
                                          referenced_security_group_id=sg.id, ip_protocol="-1",
-                                         description="EFA from group members", opts=self._child)
+                                         description="EFA from group members",
+                                         tags=self._tags(f"{n}-efa-self-in"), opts=self._child)
         aws.vpc.SecurityGroupEgressRule(f"{n}-efa-self-out", security_group_id=sg.id,
                                         referenced_security_group_id=sg.id, ip_protocol="-1",
-                                        description="EFA to group members", opts=self._child)
+                                        description="EFA to group members",
+                                        tags=self._tags(f"{n}-efa-self-out"), opts=self._child)
         self.efa_security_group = sg
         self.efa_security_group_id = sg.id
