@@ -14,8 +14,9 @@ them while the cluster still answers.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
+from typing import Optional
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -24,8 +25,7 @@ from components.addons import ChartPin, chart
 from components.catalog import Catalog, load_catalog
 from components.config import GpuPoolConfig
 from components.gpu_pool import AMI_FAMILY_LABEL
-from components.k8s_names import (ACCELERATOR_LABEL, EFA_LABEL, GPU_TAINT_KEY,
-                                  SYSTEM_NAMESPACES)
+from components.k8s_names import ACCELERATOR_LABEL, EFA_LABEL, GPU_TAINT_KEY, SYSTEM_NAMESPACES
 from components.userdata import is_bottlerocket
 
 NVIDIA_CHART = "nvidia-device-plugin"

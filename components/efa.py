@@ -20,8 +20,8 @@ layout of a pool replaces its nodes: EFA interfaces cannot be hot-attached.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 from components.catalog import InstanceType
 

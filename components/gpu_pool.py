@@ -13,19 +13,24 @@ capacity type CAPACITY_BLOCK.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Mapping, Optional, Sequence
+from typing import Optional
 
 import pulumi
 import pulumi_aws as aws
 
 from components.catalog import Catalog, InstanceType, load_catalog
-from components.cluster import (metadata_options, repair_thresholds, root_volume,
-                                tag_specifications)
+from components.cluster import metadata_options, repair_thresholds, root_volume, tag_specifications
 from components.config import AMI_TYPES, CAPACITY_TYPES, GpuPoolConfig
 from components.efa import LAYOUTS, Nic, pool_interfaces
-from components.k8s_names import (ACCELERATOR_LABEL, EFA_LABEL, GPU_MODEL_LABEL, GPU_TAINT_KEY,
-                                  POOL_LABEL)
+from components.k8s_names import (
+    ACCELERATOR_LABEL,
+    EFA_LABEL,
+    GPU_MODEL_LABEL,
+    GPU_TAINT_KEY,
+    POOL_LABEL,
+)
 from components.userdata import encoded_user_data, is_bottlerocket
 
 CAPACITY_TYPE_LABEL = "trainyard.io/capacity-type"

@@ -15,7 +15,8 @@ Nothing secret ever goes here (it is readable from the instance metadata service
 from __future__ import annotations
 
 import base64
-from typing import Iterable, Optional
+from collections.abc import Iterable
+from typing import Optional
 
 from components.catalog import InstanceType
 

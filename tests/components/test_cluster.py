@@ -6,11 +6,24 @@ import json
 import pytest
 
 from components import netmath
-from components.addons import (VPC_CNI_MINIMUM, addon_configuration, addon_pins, version_tuple,
-                               vpc_cni_configuration)
-from components.cluster import (CONTROL_PLANE_LOG_TYPES, NODE_POLICIES, endpoint_access,
-                                key_policy, kubeconfig, log_group_name, repair_thresholds,
-                                role_slug, trust_policy)
+from components.addons import (
+    VPC_CNI_MINIMUM,
+    addon_configuration,
+    addon_pins,
+    version_tuple,
+    vpc_cni_configuration,
+)
+from components.cluster import (
+    CONTROL_PLANE_LOG_TYPES,
+    NODE_POLICIES,
+    endpoint_access,
+    key_policy,
+    kubeconfig,
+    log_group_name,
+    repair_thresholds,
+    role_slug,
+    trust_policy,
+)
 from components.config import SUPPORTED_K8S_VERSIONS, ClusterConfig
 from components.k8s_names import POOL_LABEL
 from tests.conftest import by_id, resources

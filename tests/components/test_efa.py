@@ -2,13 +2,13 @@
 in the committed stacks' launch templates."""
 
 import pytest
-from tests.conftest import by_id, resources
 from hypothesis import given
 from hypothesis import strategies as st
 
 from components import netmath
 from components.catalog import InstanceType, load_catalog
 from components.efa import LAYOUTS, Nic, efa_interfaces, ip_bearing, pool_interfaces
+from tests.conftest import by_id, resources
 
 CATALOG = load_catalog()
 LT = "aws:ec2/launchTemplate:LaunchTemplate"

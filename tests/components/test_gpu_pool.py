@@ -11,12 +11,27 @@ import yaml
 
 from components.catalog import load_catalog
 from components.config import CapacityReservation, GpuPoolConfig
-from components.gpu_pool import (AMI_FAMILY_LABEL, CAPACITY_TYPE_LABEL, GpuPoolArgs,
-                                 instance_types, market_options, node_labels, node_taints, repair_config,
-                                 reservation_specification, root_device_name, update_config,
-                                 validate_gpu_pool)
-from components.k8s_names import (ACCELERATOR_LABEL, EFA_LABEL, GPU_MODEL_LABEL, GPU_TAINT_KEY,
-                                  POOL_LABEL)
+from components.gpu_pool import (
+    AMI_FAMILY_LABEL,
+    CAPACITY_TYPE_LABEL,
+    GpuPoolArgs,
+    instance_types,
+    market_options,
+    node_labels,
+    node_taints,
+    repair_config,
+    reservation_specification,
+    root_device_name,
+    update_config,
+    validate_gpu_pool,
+)
+from components.k8s_names import (
+    ACCELERATOR_LABEL,
+    EFA_LABEL,
+    GPU_MODEL_LABEL,
+    GPU_TAINT_KEY,
+    POOL_LABEL,
+)
 from components.userdata import encoded_user_data, user_data
 from tests.conftest import STACKS, by_id, resources, synthesize_program
 
