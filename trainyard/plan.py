@@ -68,6 +68,14 @@ def _component_of(plan: dict) -> dict[str, str]:
     return out
 
 
+def node_group_types(node_group: dict, launch_template: dict | None) -> list[str]:
+    """Instance types of a node group; Capacity Block groups name theirs in the launch template."""
+    types = node_group["inputs"].get("instanceTypes") or []
+    if not types and launch_template and launch_template["inputs"].get("instanceType"):
+        types = [launch_template["inputs"]["instanceType"]]
+    return list(types)
+
+
 def summarize(plan: dict, elapsed: float | None = None) -> str:
     res = plan["resources"]
     custom = [r for r in res if r["custom"]]
@@ -94,9 +102,9 @@ def summarize(plan: dict, elapsed: float | None = None) -> str:
     for ng in sorted(pools, key=lambda r: r["name"]):
         i = ng["inputs"]
         sc = i.get("scalingConfig", {})
-        types = i.get("instanceTypes", [])
-        spec = catalog.get(types[0]) if types and catalog.knows(types[0]) else None
         lt = lts.get((i.get("launchTemplate") or {}).get("id"))
+        types = node_group_types(ng, lt)
+        spec = catalog.get(types[0]) if types and catalog.knows(types[0]) else None
         efa = sum(1 for ni in (lt or {}).get("inputs", {}).get("networkInterfaces", [])
                   if ni.get("interfaceType") in ("efa", "efa-only"))
         gpus = spec.gpus if spec else 0
