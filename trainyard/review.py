@@ -60,6 +60,8 @@ def add_parser(sub) -> None:
     p.add_argument("--merge-base", action="store_true",
                    help="compare against the merge base of BASE and the head (what the "
                         "branch changed), not BASE itself")
+    p.add_argument("--no-reuse", action="store_true",
+                   help="plan both refs even when no plan-relevant file differs")
     p.add_argument("--jobs", type=int, default=min(4, max(2, os.cpu_count() or 2)),
                    help="plans run in parallel (default: %(default)s)")
     p.add_argument("--repo", type=Path, metavar="DIR", help=argparse.SUPPRESS)
@@ -85,12 +87,16 @@ class Tree:
 
     def trainyard(self, *args: str) -> subprocess.CompletedProcess:
         """`python -m trainyard ARGS` with this tree's code (same interpreter)."""
+        return self.python("-m", "trainyard", *args)
+
+    def python(self, *args: str) -> subprocess.CompletedProcess:
+        """`python ARGS` in this tree, importing this tree's code (same interpreter)."""
         # Bytecode caching on: the worktree's modules are imported by several processes.
         env = {k: v for k, v in os.environ.items()
                if k not in ("PYTHONPATH", "PYTHONHOME", "PYTHONDONTWRITEBYTECODE")}
         env["PYTHONPATH"] = str(self.path)
         try:
-            return subprocess.run([sys.executable, "-m", "trainyard", *args], cwd=self.path,
+            return subprocess.run([sys.executable, *args], cwd=self.path,
                                   env=env, capture_output=True, text=True,
                                   timeout=SUBPROCESS_TIMEOUT_S)
         except subprocess.TimeoutExpired:
@@ -131,27 +137,61 @@ def _plan(tree: Tree, stack: str, workdir: Path) -> tuple[Optional[dict], Option
     return json.loads(out.read_text()), None
 
 
-def _check(judge: Tree, plan_file: Path, out: Path) -> tuple[Optional[dict], Optional[str]]:
-    """`trainyard check --plan` with the judge's rules -> its JSON (exit 1 = violations)."""
-    if not judge.has_command("check"):
-        return None, f"`trainyard check` is not present at {judge.label}"
-    proc = judge.trainyard("check", "--plan", str(plan_file), "--json", str(out))
-    if proc.returncode not in (0, 1) or not out.is_file():
-        return None, f"trainyard check failed (exit {proc.returncode}): {_errors(proc)}"
-    return json.loads(out.read_text()), None
+# Runs several `trainyard` commands in one interpreter of the judge's tree, through its CLI
+# entry point (`trainyard.cli.main(argv)`): one process start instead of one per command.
+_RUN_MANY = r"""
+import contextlib, io, json, sys
+from trainyard.cli import main
+results = []
+for argv in json.loads(sys.argv[1]):
+    err = io.StringIO()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+        try:
+            rc = main(argv)
+        except SystemExit as e:
+            rc = e.code if isinstance(e.code, int) else 2
+        except Exception as e:
+            rc = 1
+            print(f"{type(e).__name__}: {e}", file=sys.stderr)
+    results.append([rc, err.getvalue()])
+print(json.dumps(results))
+"""
 
 
-def _cost(judge: Tree, plan_file: Path, out: Path) -> tuple[Optional[dict], Optional[str]]:
-    """`trainyard cost --plan` with the judge's prices -> {"desired": $/month, "max": $/month}."""
-    if not judge.has_command("cost"):
-        return None, f"`trainyard cost` is not present at {judge.label}"
-    proc = judge.trainyard("cost", "--plan", str(plan_file), "--json", str(out))
-    if proc.returncode != 0 or not out.is_file():
-        return None, f"trainyard cost failed (exit {proc.returncode}): {_errors(proc)}"
-    monthly = monthly_totals(json.loads(out.read_text()))
-    if monthly is None:
-        return None, "trainyard cost's JSON has no `monthly_total`"
-    return monthly, None
+def _judge(judge: Tree, plan_file: Path, stem: Path) -> dict[str, Any]:
+    """`trainyard check --plan` and `trainyard cost --plan` with the judge's rules and prices.
+    Returns {"check": (doc, note), "cost": (monthly, note)}."""
+    commands: dict[str, list[str]] = {}
+    out: dict[str, Any] = {}
+    for name in ("check", "cost"):
+        if judge.has_command(name):
+            commands[name] = [name, "--plan", str(plan_file), "--json", f"{stem}-{name}.json"]
+        else:
+            out[name] = (None, f"`trainyard {name}` is not present at {judge.label}")
+    if not commands:
+        return out
+    proc = judge.python("-c", _RUN_MANY, json.dumps(list(commands.values())))
+    try:
+        results = json.loads(proc.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        for name in commands:
+            out[name] = (None, f"trainyard {name} did not run: {_errors(proc)}")
+        return out
+    for (name, argv), (rc, stderr) in zip(commands.items(), results, strict=True):
+        path = Path(argv[-1])
+        ok = rc in ((0, 1) if name == "check" else (0,)) and path.is_file()  # check: 1 = found
+        if not ok:
+            err = subprocess.CompletedProcess(argv, rc, "", stderr)
+            out[name] = (None, f"trainyard {name} failed (exit {rc}): {_errors(err)}")
+            continue
+        doc = json.loads(path.read_text())
+        if name == "check":
+            out[name] = (doc, None)
+        else:
+            monthly = monthly_totals(doc)
+            out[name] = (monthly, None if monthly else "trainyard cost's JSON has no "
+                         "`monthly_total`")
+    return out
 
 
 def monthly_totals(doc: Any) -> Optional[dict]:
@@ -191,12 +231,12 @@ def _side(tree: Tree, judge: Tree, stack: str, workdir: Path) -> Side:
     if plan is None:
         return side
     plan_file = workdir / f"plan-{tree.label}-{stack}.json"
-    check, side.policy_note = _check(judge, plan_file, workdir / f"check-{tree.label}-{stack}.json")
+    judged = _judge(judge, plan_file, workdir / f"{tree.label}-{stack}")
+    check, side.policy_note = judged["check"]
     if check is not None:
         side.violations = list(check.get("violations") or [])
         side.policies_run = check.get("policies_run")
-    side.monthly, side.cost_note = _cost(judge, plan_file,
-                                         workdir / f"cost-{tree.label}-{stack}.json")
+    side.monthly, side.cost_note = judged["cost"]
     return side
 
 
@@ -392,8 +432,9 @@ def review(args) -> Review:
         stacks = _stacks(args.stacks, base, head)
 
         changed = gitrefs.changed_paths(repo, base_sha, head_sha if args.head else None)
-        same = {s for s in stacks if s in base.stacks() and s in head.stacks()
-                and not any(plan_relevant(p, s) for p in changed)}
+        same = set() if args.no_reuse else {
+            s for s in stacks if s in base.stacks() and s in head.stacks()
+            and not any(plan_relevant(p, s) for p in changed)}
 
         jobs = max(1, int(args.jobs))
         with cf.ThreadPoolExecutor(max_workers=jobs) as pool:
@@ -560,7 +601,8 @@ def _short(urn: Optional[str]) -> str:
 
 
 def _one_line(text: Any, limit: int = 200) -> str:
-    s = " ".join(str(text or "").split())
+    """One line, safe inside a Markdown table cell."""
+    s = " ".join(str(text or "").split()).replace("|", "\\|")
     return s if len(s) <= limit else s[: limit - 1] + "…"
 
 
