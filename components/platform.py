@@ -11,6 +11,8 @@ from components.config import StackConfig
 from components.device_plugins import DevicePlugins, DevicePluginsArgs
 from components.gpu_pool import GpuPool, GpuPoolArgs
 from components.identity import ClusterAttachment
+from components.kubeflow import Kubeflow, KubeflowArgs
+from components.monitoring import Monitoring, MonitoringArgs
 from components.network import Network, NetworkArgs
 from components.storage import Storage, StorageArgs, fsx_availability_zone, gpu_availability_zones
 from components.teams import Teams, TeamsArgs
@@ -33,6 +35,8 @@ class Platform(pulumi.ComponentResource):
         # Later layers (cluster, GPU pools, storage, monitoring, Kubeflow, teams) are wired here.
         self._create_cluster(name)
         self._create_storage(name)
+        self._create_monitoring(name)
+        self._create_kubeflow(name)
 
         self.register_outputs(self._outputs)
 
@@ -58,7 +62,8 @@ class Platform(pulumi.ComponentResource):
         self.k8s_dependencies = [*self.cluster.k8s_dependencies,
                                  *(p.node_group for p in self.gpu_pools.values())]
         self.teams = Teams(f"{name}-teams", TeamsArgs(
-            config.teams, self.cluster.k8s_provider, self.k8s_dependencies), child)
+            config.teams, self.cluster.k8s_provider, self.k8s_dependencies,
+            gpu_pools=config.gpu_pools), child)
         self.device_plugins = DevicePlugins(f"{name}-device-plugins", DevicePluginsArgs(
             provider=self.cluster.k8s_provider, pools=config.gpu_pools,
             depends_on=self.k8s_dependencies), child)
@@ -89,6 +94,31 @@ class Platform(pulumi.ComponentResource):
             node_security_group_ids=node_sgs, cluster=attachment, tags=config.tags),
             pulumi.ResourceOptions(parent=self))
         self._outputs.update(self.storage.stack_outputs())
+
+    # -- monitoring (kube-prometheus-stack, DCGM, dashboards, alerts) ---------------------------
+    def _create_monitoring(self, name: str) -> None:
+        config = self.config
+        self.monitoring = None
+        if not config.monitoring.enabled:
+            return
+        self.monitoring = Monitoring(f"{name}-monitoring", MonitoringArgs(
+            config=config.monitoring, provider=self.cluster.k8s_provider,
+            gpu_pools=config.gpu_pools, depends_on=self.k8s_dependencies,
+            retain_volumes=config.storage.retain_on_delete), pulumi.ResourceOptions(parent=self))
+        self._outputs.update(grafanaAdminPassword=self.monitoring.grafana_admin_password,
+                             monitoringNamespace=self.monitoring.namespace.metadata.name)
+
+    # -- Kubeflow Trainer v2 and the per-pool training runtimes ---------------------------------
+    def _create_kubeflow(self, name: str) -> None:
+        config = self.config
+        self.kubeflow = None
+        if not config.kubeflow.enabled:
+            return
+        self.kubeflow = Kubeflow(f"{name}-kubeflow", KubeflowArgs(
+            config=config.kubeflow, provider=self.cluster.k8s_provider,
+            gpu_pools=config.gpu_pools, depends_on=self.k8s_dependencies),
+            pulumi.ResourceOptions(parent=self))
+        self._outputs.update(trainingRuntimes=dict(self.kubeflow.runtime_names))
 
     def stack_outputs(self) -> dict[str, Any]:
         return dict(self._outputs)

@@ -1,0 +1,268 @@
+"""`trainyard job render`: print (or submit) a Kubeflow TrainJob for a packaged workload on one
+of the stack's GPU pools, built from typed Python (trainyard/jobspec.py): the workload's entry
+point and flags, the pool's facts (GPUs and EFA devices per node, huge pages, node count limits),
+the team's shared claims and the checkpoint location from the stack's outputs.
+
+    trainyard job render llm --stack prod --pool a100 --nodes 2 > job.yaml
+    trainyard job render llm --stack prod --pool a100 --nodes 2 --submit   # kubeconfig context
+
+The checkpoint location defaults to s3://<checkpointsBucket>/<checkpointPrefix><team>/<name>/
+from the stack's outputs (synthesized offline, or read from `--plan PATH`); rendering the same
+job again points at the same place, so the resubmitted job resumes. Bad input exits 2 with one
+line naming the value.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from trainyard import jobspec
+from trainyard.errors import UsageError
+
+DEFAULT_PRESET = jobspec.WORKLOADS["llm"].defaults["preset"]
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("job", help="render or submit Kubeflow TrainJobs for the packaged workloads",
+                       description=__doc__.split("\n\n")[0])
+    jsub = p.add_subparsers(dest="job_command", metavar="SUBCOMMAND",
+                            parser_class=type(p))
+    jsub.required = True
+    r = jsub.add_parser("render", help="print a TrainJob (YAML by default); --submit applies it",
+                        description=__doc__.split("\n\n")[0])
+    r.add_argument("workload", metavar="WORKLOAD",
+                   help=f"packaged workload ({', '.join(sorted(jobspec.WORKLOADS))})")
+    g = r.add_mutually_exclusive_group(required=True)
+    g.add_argument("--stack", help="stack name: stacks/Pulumi.<NAME>.yaml")
+    g.add_argument("--stack-file", type=Path, metavar="PATH", help="any stack config file")
+    r.add_argument("--pool", required=True, help="GPU pool to run on")
+    r.add_argument("--nodes", required=True, type=int, help="nodes (whole nodes of the pool)")
+    r.add_argument("--team", help="team namespace (default: the stack's only team)")
+    r.add_argument("--name", help="TrainJob name (default: <workload>-<pool>-<nodes>n)")
+    r.add_argument("--gpus-per-node", type=int,
+                   help="GPUs (= processes) per node (default: all of the node's; EFA pools "
+                        "run whole nodes only)")
+    r.add_argument("--image", help="training image (default: trainyard:kubeflow.trainingImage)")
+    r.add_argument("--checkpoint-dir", metavar="DIR",
+                   help="s3://bucket/prefix/ or a path under /shared or /fsx (default: the "
+                        "stack's checkpoints bucket)")
+    r.add_argument("--plan", type=Path, metavar="PATH",
+                   help="plan JSON (`trainyard plan --json`) to read stack outputs from instead "
+                        "of synthesizing the stack")
+    w = r.add_argument_group("workload flags (llm)")
+    w.add_argument("--preset", help=f"model size (default {DEFAULT_PRESET})")
+    w.add_argument("--max-steps", type=int)
+    w.add_argument("--checkpoint-every", type=int, metavar="K")
+    w.add_argument("--seed", type=int)
+    w.add_argument("--data", help="shard dir or s3://bucket/prefix (default: the workload's)")
+    r.add_argument("--nccl-debug", choices=jobspec.NCCL_DEBUG_LEVELS, default="WARN",
+                   help="NCCL_DEBUG for this job: INFO while validating a pool (the log shows "
+                        "NET/Libfabric, or NET/Socket on a silent fallback to TCP). Default WARN")
+    r.add_argument("-o", "--output", choices=("yaml", "json"), default="yaml")
+    r.add_argument("--submit", action="store_true",
+                   help="create the TrainJob with the Kubernetes API (kubeconfig)")
+    r.add_argument("--kubeconfig", metavar="PATH", help="kubeconfig for --submit "
+                                                        "(default: $KUBECONFIG or ~/.kube/config)")
+    r.add_argument("--context", help="kubeconfig context for --submit (default: current)")
+    r.set_defaults(func=run)
+
+
+# ----------------------------------------------------------------------------------------------
+# Resolving the request (every check names the bad value)
+# ----------------------------------------------------------------------------------------------
+def _stack_outputs(args, stack: str, stack_file: Optional[Path]) -> dict[str, Any]:
+    if args.plan is not None:
+        try:
+            plan = json.loads(Path(args.plan).read_text())
+        except (OSError, ValueError) as e:
+            raise UsageError(f"--plan {args.plan}: cannot read a plan JSON: {e}") from None
+        if not isinstance(plan, dict) or not isinstance(plan.get("outputs"), dict):
+            raise UsageError(f"--plan {args.plan}: not a `trainyard plan --json` file "
+                             "(no `outputs`)")
+        if plan.get("stack") not in (None, stack):
+            raise UsageError(f"--plan {args.plan}: a plan of stack {plan.get('stack')!r}, "
+                             f"not {stack!r}")
+        return plan["outputs"]
+    from trainyard.synth import synthesize
+
+    return synthesize(stack, stack_file)["outputs"]
+
+
+def default_checkpoint_dir(outputs: dict[str, Any], namespace: str, name: str) -> str:
+    bucket = outputs.get("checkpointsBucket")
+    if not bucket or bucket == "[secret]":
+        raise UsageError("the stack has no `checkpointsBucket` output; pass --checkpoint-dir")
+    prefix = str(outputs.get("checkpointPrefix") or "").strip("/")
+    parts = [p for p in (prefix, namespace, name) if p]
+    return f"s3://{bucket}/{'/'.join(parts)}/"
+
+
+def check_checkpoint_dir(value: str, claims: dict[str, str]) -> str:
+    if value.startswith("s3://"):
+        if len(value) <= len("s3://") or value[len("s3://")] == "/":
+            raise UsageError(f"--checkpoint-dir {value}: no bucket in the s3:// URL")
+        return value
+    mounts = sorted(claims.values())
+    if not value.startswith("/") or not any(value == m or value.startswith(m + "/")
+                                            for m in mounts):
+        where = ", ".join(mounts) or "none: the stack has no EFS or FSx"
+        raise UsageError(f"--checkpoint-dir {value}: every node must see the same checkpoints; "
+                         f"use s3://... or a path under a shared mount ({where})")
+    return value
+
+
+def build_request(args, config, outputs_fn) -> jobspec.JobRequest:
+    """Resolve CLI args against the stack config. `outputs_fn()` returns the stack outputs
+    (only called when the checkpoint location is not given)."""
+    try:
+        wl = jobspec.workload(args.workload)
+    except KeyError as e:
+        raise UsageError(str(e.args[0])) from None
+
+    pools = {p.name: p for p in config.gpu_pools}
+    if args.pool not in pools:
+        raise UsageError(f"--pool {args.pool}: unknown pool in stack {config.stack!r} "
+                         f"(known: {', '.join(pools) or 'none'})")
+    facts = jobspec.pool_facts(pools[args.pool])
+    if not jobspec.supports_runtime(facts):
+        raise UsageError(f"--pool {args.pool}: a {facts.vendor} pool; trainyard has torch "
+                         "runtimes for NVIDIA pools only")
+
+    if args.nodes < 1:
+        raise UsageError(f"--nodes {args.nodes}: must be at least 1")
+    if args.nodes > facts.max_nodes:
+        raise UsageError(f"--nodes {args.nodes}: pool {facts.name!r} allows at most "
+                         f"{facts.max_nodes} nodes")
+
+    gpus = facts.gpus if args.gpus_per_node is None else args.gpus_per_node
+    if gpus < 1:
+        raise UsageError(f"--gpus-per-node {gpus}: must be at least 1")
+    if gpus > facts.gpus:
+        raise UsageError(f"--gpus-per-node {gpus}: {'/'.join(facts.instance_types)} has "
+                         f"{facts.gpus} GPUs per node (pool {facts.name!r})")
+    if facts.efa and gpus != facts.gpus:
+        raise UsageError(f"--gpus-per-node {gpus}: EFA pool {facts.name!r} runs whole nodes "
+                         f"({facts.gpus} GPUs): its EFA devices and huge pages are per node")
+
+    teams = {t.name: t for t in config.teams}
+    if args.team is None:
+        if len(teams) != 1:
+            raise UsageError(f"--team is required: stack {config.stack!r} has teams "
+                             f"{', '.join(teams) or '(none)'}")
+        team = next(iter(teams.values()))
+    elif args.team not in teams:
+        raise UsageError(f"--team {args.team}: unknown team in stack {config.stack!r} "
+                         f"(known: {', '.join(teams) or 'none'})")
+    else:
+        team = teams[args.team]
+    total = args.nodes * gpus
+    if gpus > team.gpu_quota:
+        raise UsageError(f"--pool {facts.name}: one node takes {gpus} GPUs but team "
+                         f"{team.name!r} has a GPU quota of {team.gpu_quota}")
+    if total > team.gpu_quota:
+        raise UsageError(f"--nodes {args.nodes}: {args.nodes} nodes x {gpus} GPUs = {total} "
+                         f"exceeds the GPU quota of team {team.name!r} ({team.gpu_quota})")
+
+    name = args.name or f"{wl.name}-{facts.name}-{args.nodes}n"
+    if not jobspec.NAME_RE.match(name):
+        raise UsageError(f"--name {name}: not a valid TrainJob name (lowercase letters, digits "
+                         "and '-', starting with a letter, at most 63 characters)")
+
+    claims = jobspec.claims_for(config.storage.efs.enabled, config.storage.fsx.enabled)
+    if args.checkpoint_dir:
+        checkpoint = check_checkpoint_dir(args.checkpoint_dir, claims)
+    else:
+        checkpoint = default_checkpoint_dir(outputs_fn(), team.name, name)
+
+    workload_args: dict[str, Any] = {}
+    if args.preset is not None:
+        from workloads.llm.config import PRESETS
+
+        if args.preset not in PRESETS:
+            raise UsageError(f"--preset {args.preset}: unknown preset "
+                             f"(known: {', '.join(PRESETS)})")
+        workload_args["preset"] = args.preset
+    for flag in ("max_steps", "checkpoint_every", "seed"):
+        value = getattr(args, flag)
+        if value is not None:
+            if value < (0 if flag == "seed" else 1):
+                raise UsageError(f"--{flag.replace('_', '-')} {value}: must be "
+                                 f"{'>= 0' if flag == 'seed' else '>= 1'}")
+            workload_args[flag] = value
+    if args.data:
+        workload_args["data"] = args.data
+
+    return jobspec.JobRequest(
+        name=name, namespace=team.name, workload=wl, pool=facts, nodes=args.nodes,
+        gpus_per_node=gpus, image=args.image or config.kubeflow.training_image,
+        checkpoint_dir=checkpoint, workload_args=workload_args, shared_claims=claims,
+        nccl_debug=args.nccl_debug, labels={"trainyard.io/stack": config.stack})
+
+
+# ----------------------------------------------------------------------------------------------
+# Output and submission
+# ----------------------------------------------------------------------------------------------
+def dump(obj: dict, fmt: str) -> str:
+    if fmt == "json":
+        return json.dumps(obj, indent=2) + "\n"
+    return yaml.safe_dump(obj, sort_keys=False, default_flow_style=False, width=100)
+
+
+class SubmitError(Exception):
+    """The cluster refused the TrainJob (the request itself was well-formed)."""
+
+
+def connect(kubeconfig: Optional[str], context: Optional[str]):
+    """A CustomObjectsApi from the kubeconfig; UsageError when there is none usable."""
+    from kubernetes import client
+    from kubernetes import config as kube_config
+
+    try:
+        api_client = kube_config.new_client_from_config(config_file=kubeconfig, context=context)
+    except Exception as e:  # ConfigException, FileNotFoundError, bad YAML, unknown context
+        where = kubeconfig or "$KUBECONFIG or ~/.kube/config"
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise UsageError(f"--submit: no usable kubeconfig ({where}): {reason}") from None
+    return client.CustomObjectsApi(api_client)
+
+
+def submit(api, job: dict) -> None:
+    from kubernetes import client
+
+    meta = job["metadata"]
+    try:
+        api.create_namespaced_custom_object(
+            group=jobspec.TRAINER_GROUP, version=jobspec.TRAINER_VERSION,
+            namespace=meta["namespace"], plural=jobspec.TRAINJOB_PLURAL, body=job)
+    except client.ApiException as e:
+        raise SubmitError(f"the API server refused TrainJob {meta['namespace']}/{meta['name']}: "
+                          f"{e.status} {e.reason}") from None
+    except Exception as e:  # connection refused, TLS, DNS
+        raise SubmitError(f"cannot reach the cluster: {e}") from None
+
+
+def run(args) -> int:
+    from trainyard.plan import stack_of
+    from trainyard.synth import load_config
+
+    stack, stack_file = stack_of(args)
+    config = load_config(stack, stack_file)
+    req = build_request(args, config, lambda: _stack_outputs(args, stack, stack_file))
+    job = jobspec.train_job(req)
+    jobspec.validate_train_job(job)  # a failure here is a bug in jobspec, not bad input
+    api = connect(args.kubeconfig, args.context) if args.submit else None
+    sys.stdout.write(dump(job, args.output))
+    if api is not None:
+        try:
+            submit(api, job)
+        except SubmitError as e:
+            print(f"error: --submit: {e}", file=sys.stderr)
+            return 1
+        print(f"submitted TrainJob {req.namespace}/{req.name} (runtime "
+              f"{jobspec.runtime_name(req.pool)})", file=sys.stderr)
+    return 0
