@@ -118,3 +118,19 @@ def test_s3_url_without_bucket_is_rejected(url):
 
     with pytest.raises(ConfigError, match="--checkpoint-dir"):
         CheckpointStore(url, DistInfo())
+
+
+@pytest.mark.filterwarnings("ignore:torch.distributed is disabled")
+def test_async_save_commits_only_when_finalized(tmp_path):
+    store = CheckpointStore(str(tmp_path), DistInfo(), keep_last=10, use_async=True)
+    _save_steps(store, [2])
+    state = _state(4.0)
+    store.save(state, 4)  # finalizes step 2 first, then starts step 4 in the background
+    state["w"].fill_(99.0)  # training goes on mutating the live tensors
+    assert (tmp_path / "latest").read_text() == step_name(2)
+    while not store.ready():
+        pass
+    assert store.finalize() == 4
+    store.close()
+    step, target = _load(store)
+    assert step == 4 and torch.equal(target["w"], torch.full((64, 64), 4.0))  # the snapshot

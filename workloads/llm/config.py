@@ -99,6 +99,8 @@ class TrainConfig:
     """Save every K steps, and always at the last step and on SIGTERM (default 100)."""
     keep_last: int = 3
     """Complete checkpoints to keep (default 3)."""
+    async_checkpoint: bool | None = None
+    """Write checkpoints in the background (dcp.async_save; default: on with CUDA, off on CPU)."""
     metrics_file: str | None = None
     """JSONL metrics path, appended to across restarts (default: none, stdout only)."""
     micro_batch_size: int | None = None

@@ -48,6 +48,8 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every, metavar="K")
     p.add_argument("--keep-last", type=int, default=d.keep_last, metavar="K",
                    help="complete checkpoints kept")
+    p.add_argument("--async-checkpoint", action=argparse.BooleanOptionalAction, default=None,
+                   help="background checkpoint writes (default: on with CUDA, off on CPU)")
     p.add_argument("--metrics-file", help="JSONL metrics (appended)")
     p.add_argument("--micro-batch-size", type=int, help="sequences per rank per micro-step")
     p.add_argument("--seq-len", type=int, help="context length (<= the preset's)")

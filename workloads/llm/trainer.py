@@ -145,11 +145,13 @@ def _run(cfg: TrainConfig, info: DistInfo) -> int:
            f"{cfg.batch_size} x accum {cfg.grad_accum}, {cfg.max_steps} steps")
     store = None
     if cfg.checkpoint_dir:
-        # Checkpoint coordination runs on gloo so async saves never share NCCL with training.
-        group = dist.new_group(backend="gloo") if info.distributed and info.device.type == "cuda" \
-            else None
-        store = CheckpointStore(cfg.checkpoint_dir, info, cfg.keep_last,
-                                use_async=info.device.type == "cuda", group=group)
+        use_async = cfg.async_checkpoint
+        if use_async is None:
+            use_async = info.device.type == "cuda"
+        # Checkpoint coordination gets its own gloo group: an async save's collectives run in a
+        # background thread and must never interleave with training's on the same group.
+        group = dist.new_group(backend="gloo") if info.distributed else None
+        store = CheckpointStore(cfg.checkpoint_dir, info, cfg.keep_last, use_async, group)
         resumed = store.load({"train": state}, log=print0)
         if resumed is not None:
             print0(f"llm: resumed from {cfg.checkpoint_dir} at step {state.step}")
