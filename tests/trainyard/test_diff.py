@@ -164,15 +164,29 @@ def test_reference_in_an_updatable_property_is_an_update():
     assert any("new id of ckpt" in r for r in got["reader"].reasons)
 
 
+_ENC = {"provider": {"keyArn": "arn:k1"}, "resources": ["secrets"]}
+
+
 @pytest.mark.parametrize("old, new, action", [
-    (None, {"provider": {"keyArn": "arn:k1"}, "resources": ["secrets"]}, D.UPDATE),
-    ({"provider": {"keyArn": "arn:k1"}, "resources": ["secrets"]},
-     {"provider": {"keyArn": "arn:k2"}, "resources": ["secrets"]}, D.REPLACE),
+    (None, _ENC, D.UPDATE),  # encryption can be added to a running cluster
+    (_ENC, {**_ENC, "provider": {"keyArn": "arn:k2"}}, D.UPDATE),
+    (_ENC, None, D.REPLACE),  # but never removed
 ])
-def test_set_mode_adding_is_in_place_changing_replaces(old, new, action):
+def test_removed_mode(old, new, action):
     b = plan(res(EKS, "eks", {"name": "trainyard", "encryptionConfig": old}))
     h = plan(res(EKS, "eks", {"name": "trainyard", "encryptionConfig": new}))
     assert by_name(D.diff_stack(b, h))["eks"].action == action
+
+
+def test_set_mode():
+    rule_type = "test:index/thing:Thing"
+    D.REPLACE_ON[rule_type] = (("kmsKeyId", D.SET),)
+    try:
+        assert not D.replacing(rule_type, D.Change("kmsKeyId", None, "k", "added"))
+        assert D.replacing(rule_type, D.Change("kmsKeyId", "k", "k2", "changed"))
+        assert D.replacing(rule_type, D.Change("kmsKeyId", "k", None, "removed"))
+    finally:
+        del D.REPLACE_ON[rule_type]
 
 
 @pytest.mark.parametrize("old, new, action", [(1200, 2400, D.UPDATE), (2400, 1200, D.REPLACE)])
