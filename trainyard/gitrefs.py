@@ -101,7 +101,9 @@ def worktree(repo: Repo, sha: str, label: str) -> Iterator[Path]:
     parent = Path(tempfile.mkdtemp(prefix=f"trainyard-review-{label}-"))
     path = parent / "tree"
     try:
-        git(repo.top, "worktree", "add", "--detach", "--quiet", str(path), sha)
+        # No hooks: a post-checkout hook has no business running for a throwaway checkout.
+        git(repo.top, "-c", "core.hooksPath=/dev/null", "worktree", "add", "--detach",
+            "--quiet", str(path), sha)
         yield path / repo.rel
     finally:
         git(repo.top, "worktree", "remove", "--force", str(path), check=False)
