@@ -105,6 +105,7 @@ def measure(cfg: TrainConfig, warmup: int, steps: int) -> dict | None:
             "mfu": mfu(tps, b.flops_per_token, info.world_size, b.peak),
             "peak_mem_gib": peak_mem, "peak_mem_source": mem_source,
             "final_loss": loss_value, "torch": torch.__version__,
+            "cpu_threads": None if cuda else torch.get_num_threads(),
         }
         return result if info.is_main else None
     finally:
