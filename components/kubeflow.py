@@ -5,6 +5,8 @@ Runtimes are named `torch-efa-<pool>` (EFA pools) or `torch-<pool>`; they are bu
 trainyard/jobspec.py (pure, shared with `trainyard job render`) from the pool's facts: GPUs,
 EFA devices and huge pages per node, node selector and toleration, /dev/shm, the NCCL
 environment. A TrainJob picks its pool by naming the runtime. Neuron pools get no runtime yet.
+The `kubeflow-system` namespace denies traffic by default, then admits the API server to the
+webhooks, monitoring to the metrics, and lets the controllers reach the API server.
 
 Requires Kubernetes >= 1.31 (components/config.py only accepts such versions).
 """

@@ -239,3 +239,19 @@ def test_submit_creates_the_trainjob_through_the_custom_objects_api(capsys, monk
     assert created == {"group": "trainer.kubeflow.org", "version": "v1alpha1",
                        "namespace": "research", "plural": "trainjobs", "name": "llm-a100-1n"}
     assert "submitted TrainJob research/llm-a100-1n" in err
+
+
+def test_rendered_args_are_accepted_by_the_workloads_own_parser(capsys, prod_plan):
+    from workloads.llm.config import TrainConfig
+    from workloads.llm.train import build_parser
+
+    code, out, err = render(capsys, "llm", "--stack", "prod", "--pool", "a100", "--nodes", "2",
+                            "--team", "research", "--plan", str(prod_plan), "--preset", "350m",
+                            "--data", "s3://datasets/stdlib")
+    assert code == 0, err
+    t = trainer(yaml.safe_load(out))
+    assert t["command"][-2:] == ["-m", "workloads.llm.train"]
+    cfg = TrainConfig(**vars(build_parser().parse_args(t["args"])))  # validates values too
+    assert cfg.preset == "350m" and cfg.data == "s3://datasets/stdlib"
+    assert cfg.checkpoint_dir.startswith("s3://trainyard-prod-checkpoints-abc/")
+    assert cfg.metrics_file == jobspec.metrics_file_path()
