@@ -5,6 +5,7 @@ user errors into one line on stderr with exit code 2 (no traceback)."""
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import sys
 from typing import Optional, Sequence
@@ -37,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    # A CLI run is short-lived and builds thousands of classes (the Pulumi SDKs' input types)
+    # that are never freed: the cyclic GC only costs time here (~25% of a plan, +5 MB).
+    gc.disable()
     from components.config import ConfigError
 
     args = build_parser().parse_args(argv)

@@ -8,6 +8,7 @@ placeholders. Secrets are masked as "[secret]".
 
 from __future__ import annotations
 
+import gc
 import json
 import runpy
 from pathlib import Path
@@ -195,7 +196,13 @@ def _run_program(stack: str, region: str, values: dict[str, str], secret_keys: l
         for k in secret_names:
             exported[k] = SECRET
 
-    _sync_await(run_pulumi_func(program))
+    was_enabled = gc.isenabled()
+    gc.disable()  # the program allocates many long-lived objects; see trainyard/cli.py
+    try:
+        _sync_await(run_pulumi_func(program))
+    finally:
+        if was_enabled:
+            gc.enable()
 
     resources = [_plain(r) for _, r in sorted(monitor.records.items())]
     return {"project": PROJECT, "stack": stack, "resources": resources,
