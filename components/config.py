@@ -193,8 +193,10 @@ class MonitoringConfig:
 @dataclass(frozen=True)
 class KubeflowConfig:
     enabled: bool = True
-    training_image: str = "public.ecr.aws/hpc-cloud/nccl-tests:latest"
-    """Image the generated TrainJobs run (must carry torch, boto3 and the workloads package)."""
+    training_image: str = ""
+    """Image the training runtimes and generated TrainJobs run: built from workloads/Dockerfile
+    (torch, boto3, EFA/NCCL libraries and the workloads package) and pushed to your registry.
+    Required when Kubeflow is enabled; pinned to a version tag or digest, never `:latest`."""
 
 
 @dataclass(frozen=True)
@@ -525,11 +527,23 @@ def _monitoring(r: Reader) -> MonitoringConfig:
     return m
 
 
+def image_check(value: str) -> Optional[str]:
+    """A container image pinned to a version tag or a digest."""
+    if "@sha256:" in value:
+        return None if re.fullmatch(r"[^@\s]+@sha256:[0-9a-f]{64}", value) else "has a malformed digest"
+    name, _, tag = value.rpartition(":")
+    if not name or "/" in tag or not re.fullmatch(r"[\w][\w.-]{0,127}", tag):
+        return "needs a version tag or digest (e.g. registry/trainyard-train:0.1.0)"
+    if tag == "latest":
+        return "uses the moving tag :latest; pin a version tag or digest"
+    return None
+
+
 def _kubeflow(r: Reader) -> KubeflowConfig:
-    k = KubeflowConfig(enabled=r.bool("enabled", True),
-                       training_image=r.str("trainingImage", KubeflowConfig.training_image))
+    enabled = r.bool("enabled", True)
+    image = r.str("trainingImage", REQUIRED if enabled else "", check=image_check)
     r.finish()
-    return k
+    return KubeflowConfig(enabled=enabled, training_image=image or "")
 
 
 def _team(r: Reader) -> TeamConfig:

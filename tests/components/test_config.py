@@ -88,6 +88,9 @@ BAD = [
     ("prod", {"trainyard:gpuPools/1/name": "a100"}, "trainyard:gpuPools: pool name 'a100' is used more than once"),
     ("prod", {"trainyard:network/privateSubnetPrefix": 24}, "trainyard:network.privateSubnetPrefix: private subnet 10.30.0.0/24 in us-east-1a has 251 usable addresses but the pools may need"),
     ("prod", {"aws:region": "mars-1"}, "aws:region: 'mars-1' is not an AWS region"),
+    ("dev", {"trainyard:kubeflow/trainingImage": "repo/train:latest"}, "trainyard:kubeflow.trainingImage: 'repo/train:latest' uses the moving tag :latest"),
+    ("dev", {"trainyard:kubeflow/trainingImage": "repo/train"}, "trainyard:kubeflow.trainingImage: 'repo/train' needs a version tag or digest"),
+    ("dev", {"trainyard:kubeflow/trainingImage": DELETE}, "trainyard:kubeflow.trainingImage: is required"),
 ]
 
 
@@ -97,6 +100,13 @@ def test_bad_input_names_key_and_value(stack, changes, expected):
     assert any(expected in p for p in found), found
     for p in found:
         assert "\n" not in p
+
+
+def test_pinned_images_accepted():
+    for image in ("registry.example.com:5000/team/train:0.1.0",
+                  "repo/train@sha256:" + "a" * 64):
+        raw = mutate("dev", **{"trainyard:kubeflow/trainingImage": image})
+        assert load(raw, "dev").kubeflow.training_image == image
 
 
 def test_all_problems_reported_at_once():

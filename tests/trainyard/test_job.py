@@ -67,7 +67,7 @@ def test_p4d_job_requests_8_gpus_4_efa_and_huge_pages_and_mounts_the_checkpoints
     assert args["--checkpoint-dir"] == checkpoint
     assert args["--metrics-file"] == jobspec.metrics_file_path()
     assert {"--preset", "--max-steps", "--checkpoint-every", "--seed"} <= set(args)
-    assert t["image"] == "public.ecr.aws/hpc-cloud/nccl-tests:latest"  # kubeflow.trainingImage
+    assert t["image"] == "123456789012.dkr.ecr.us-east-1.amazonaws.com/trainyard-train:0.1.0"  # kubeflow.trainingImage
     # The team's shared claims (EFS at /shared, FSx at /fsx in prod) on every node.
     spec = node_patch(job)
     assert {v["persistentVolumeClaim"]["claimName"] for v in spec["volumes"]} == \
