@@ -142,7 +142,7 @@ STATEFUL: dict[str, str] = {
     "aws:s3/bucketV2:BucketV2": "every object in the bucket",
     "aws:efs/fileSystem:FileSystem": "every file on the file system",
     "aws:fsx/lustreFileSystem:LustreFileSystem": "every file not yet exported to S3",
-    "aws:kms/key:Key": "everything encrypted with the key, once its deletion window ends",
+    "aws:kms/key:Key": "everything encrypted with the key (after the key's deletion window)",
     "aws:eks/cluster:Cluster": "the cluster and every workload and volume claim on it",
     "aws:cloudwatch/logGroup:LogGroup": "the log history",
     "aws:ecr/repository:Repository": "every image in the repository",

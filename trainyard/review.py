@@ -258,6 +258,8 @@ class StackReview:
     capacity: dict = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     cautions: list[str] = field(default_factory=list)
+    head_only: Optional[dict] = None
+    """base-invalid: the head's own figures (resources, violations, $/month), nothing to diff."""
 
     def to_json(self) -> dict:
         return {
@@ -268,6 +270,7 @@ class StackReview:
             "resources": [r.to_json() for r in self.diff.resources] if self.diff else [],
             "policy": self.policy, "cost": self.cost, "capacity": self.capacity,
             "data_loss": self.cautions, "warnings": self.warnings,
+            "head_only": self.head_only,
         }
 
 
@@ -320,6 +323,17 @@ def build_stack_review(stack: str, base: Side, head: Side, catalog) -> StackRevi
         sr.cost = {"available": False, "note": cn[0] if cn else "no plan on one side",
                    "head_monthly": (head.monthly or {}).get("desired")}
 
+    if sr.status == "base-invalid" and head.plan is not None:
+        hv = head.violations
+        sr.head_only = {
+            "resources": len(D._custom(head.plan)),
+            "violations": len(hv) if hv is not None else None,
+            "mandatory": sum(1 for v in hv if v.get("level") == "mandatory")
+            if hv is not None else None,
+            "monthly": (head.monthly or {}).get("desired"),
+            "monthly_at_max": (head.monthly or {}).get("max"),
+        }
+
     cb, ch = D.capacity(base.plan, catalog), D.capacity(head.plan, catalog)
     sr.capacity = {"base": cb.to_json(), "head": ch.to_json(), "delta": D.capacity_delta(cb, ch)}
     if sr.status in ("base-invalid", "head-invalid"):
@@ -328,6 +342,13 @@ def build_stack_review(stack: str, base: Side, head: Side, catalog) -> StackRevi
 
 
 def _flag(sr: StackReview) -> None:
+    if sr.status == "removed":  # nothing is destroyed by removing the file: say what would be
+        stateful = [r for r in sr.diff.resources if r.stateful]
+        sr.warnings.append(
+            "the stack file is removed: deploys stop updating this stack and its resources stay "
+            "until `pulumi destroy`" + (f", which would delete {len(stateful)} stateful "
+                                        f"resources ({_kinds(stateful)})" if stateful else ""))
+        return
     for r in sr.diff.resources:
         verb = {"delete": "is deleted", "replace": "is replaced"}.get(r.action)
         if r.stateful and verb:
@@ -336,7 +357,7 @@ def _flag(sr: StackReview) -> None:
                     f"`{r.type}` **{r.name}** {verb}; retainOnDelete keeps the old one in AWS "
                     "(orphaned, no longer managed): move its data or import it back")
             else:
-                sr.cautions.append(f"`{r.type}` **{r.name}** {verb}: {r.stateful} is lost")
+                sr.cautions.append(f"`{r.type}` **{r.name}** {verb}: loses {r.stateful}")
         if r.protect and verb:
             sr.warnings.append(f"**{r.name}** is protected: `pulumi up` will refuse to "
                                f"{'delete' if r.action == 'delete' else 'replace'} it")
@@ -347,9 +368,14 @@ def _flag(sr: StackReview) -> None:
         elif r.type == D.NODE_GROUP and r.rolls_nodes and r.action == "update":
             sr.warnings.append(f"node group **{r.name}**: every node is replaced (rolling "
                                "update): running jobs are evicted")
-    if sr.status == "removed":
-        sr.warnings.append("the stack file is removed: deploys stop updating this stack; its "
-                           "resources stay until `pulumi destroy`")
+
+
+def _kinds(rs: list) -> str:
+    counts: dict[str, int] = {}
+    for r in rs:
+        kind = r.type.split(":")[-1]
+        counts[kind] = counts.get(kind, 0) + 1
+    return ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -635,8 +661,23 @@ def _details(sr: StackReview, max_changes: int, max_resources: int) -> list[str]
     if sr.status in ("base-invalid", "head-invalid"):
         side = sr.base if sr.status == "base-invalid" else sr.head
         out += [f"The {sr.status.split('-')[0]} could not be planned: **{side.error}**", ""]
-        if sr.status == "base-invalid":
-            out += ["No resource diff without a base plan. The head on its own:", ""]
+        h = sr.head_only
+        if h:
+            bits = [f"{h['resources']} resources"]
+            if h["violations"] is not None:
+                bits.append(f"{h['violations']} policy violations ({h['mandatory']} mandatory)")
+            if h["monthly"] is not None:
+                bits.append(f"{_money(h['monthly'])}/month at desired size"
+                            + (f", {_money(h['monthly_at_max'])} at max"
+                               if h["monthly_at_max"] is not None else ""))
+            hc = sr.capacity["head"]
+            bits.append(f"{hc['gpus']:,} GPUs and {hc['efa_interfaces']:,} EFA interfaces at "
+                        "max size")
+            out += ["No resource diff without a base plan. The head on its own: "
+                    + "; ".join(bits) + ".", "", "</details>", ""]
+            return out
+        if sr.status == "head-invalid":
+            return out + ["Nothing to compare until the head plans.", "", "</details>", ""]
     if sr.diff and sr.diff.resources:
         groups = [("Replaced", "replace", "±"), ("Removed", "delete", "−"),
                   ("Changed", "update", "~"), ("Added", "create", "+")]

@@ -206,7 +206,11 @@ def test_stack_added_and_removed(misc_review):
     assert added["capacity"]["delta"]["gpus"] > 0
     assert removed["status"] == "removed" and removed["summary"]["removed"] > 0
     assert {r["action"] for r in removed["resources"]} == {"delete"}
-    assert any("stack file is removed" in w for w in removed["warnings"])
+    # Removing the file destroys nothing: one warning saying what `pulumi destroy` would delete,
+    # no per-resource DATA LOSS cautions.
+    assert removed["data_loss"] == []
+    assert any("stack file is removed" in w and "would delete" in w and "Bucket" in w
+               for w in removed["warnings"])
     assert removed["cost"]["delta_monthly"] == -removed["cost"]["base_monthly"] < 0
     md = R.render_markdown(misc_review)
     assert "| **qa** (new stack) |" in md and "| **staging** (stack removed) |" in md
@@ -219,9 +223,13 @@ def test_base_config_invalid_is_reported(misc_review):
     assert "p9.nonexistent" in dev["base_error"] and "gpuPools[0]" in dev["base_error"]
     assert dev["head_error"] is None and dev["summary"] is None
     assert dev["cost"]["available"] is False and dev["capacity"]["delta"] is None
+    head_only = dev["head_only"]
+    assert head_only["resources"] > 0 and head_only["monthly"] > 0
+    assert head_only["violations"] is not None
     md = R.render_markdown(misc_review)
     assert "| **dev** | base config invalid |" in md
     assert "The base could not be planned: **config invalid: " in md
+    assert "The head on its own: " in md
 
 
 def test_plan_reused_when_nothing_plan_relevant_changed(misc_review):
