@@ -55,6 +55,8 @@ def add_parser(sub) -> None:
                    help="stacks to review (default: every stack file at either ref)")
     p.add_argument("--format", choices=("md", "json"), default="md")
     p.add_argument("--output", "-o", type=Path, metavar="PATH", help="write here, not stdout")
+    p.add_argument("--json", type=Path, metavar="PATH",
+                   help="also write the JSON report here (one review, both formats)")
     p.add_argument("--allow-dirty", action="store_true",
                    help="review the working tree with its uncommitted changes")
     p.add_argument("--merge-base", action="store_true",
@@ -504,11 +506,16 @@ def _stacks(requested: Optional[str], base: Tree, head: Tree) -> list[str]:
 
 def run(args) -> int:
     result = review(args)
-    text = (json.dumps(result.to_json(), indent=2, sort_keys=False) + "\n"
-            if args.format == "json" else render_markdown(result))
-    if args.output:
-        args.output.write_text(text)
-    else:
+    as_json = json.dumps(result.to_json(), indent=2, sort_keys=False) + "\n"
+    text = as_json if args.format == "json" else render_markdown(result)
+    for path, content in ((args.json, as_json), (args.output, text)):
+        if path is None:
+            continue
+        try:
+            path.write_text(content)
+        except OSError as e:
+            raise UsageError(f"{path}: cannot write: {e}") from None
+    if args.output is None:
         sys.stdout.write(text)
     print(f"trainyard review: {len(result.stacks)} stack(s) in {result.elapsed_s:.1f} s",
           file=sys.stderr)

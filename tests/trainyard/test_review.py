@@ -302,3 +302,15 @@ def test_shallow_clone_is_refused(repo, tmp_path):
 def test_not_a_git_repository(tmp_path):
     with pytest.raises(UsageError, match="not inside a git repository"):
         gitrefs.open_repo(tmp_path)
+
+
+def test_cli_writes_markdown_and_json(repo, tmp_path):
+    md, js = tmp_path / "review.md", tmp_path / "review.json"
+    proc = _cli(repo, "--base", "misc", "--head", "misc", "--stacks", "qa", "--output", str(md),
+                "--json", str(js))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "" and "1 stack(s) in" in proc.stderr
+    assert md.read_text().startswith(R.COMMENT_MARKER)
+    doc = yaml.safe_load(js.read_text())  # JSON is YAML
+    assert doc["schema"] == "trainyard.review/v1"
+    assert doc["stacks"][0]["status"] == "unchanged" and doc["stacks"][0]["base_plan_reused"]
