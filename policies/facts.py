@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import NamedTuple, Optional
 
-PRICE_DATE = "2026-11-01"
+PRICE_DATE = "2025-06-01"
 REFERENCE_REGION = "us-east-1"
 
 

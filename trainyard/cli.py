@@ -22,7 +22,10 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="trainyard", description=__doc__.split("\n\n")[0])
+    parser = _Parser(prog="trainyard",
+                     description="Plan, policy-check, price and review the trainyard GPU "
+                                 "training platform offline; render TrainJobs; preflight "
+                                 "against AWS.")
     parser.add_argument("--version", action="version", version=f"trainyard {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
