@@ -7,7 +7,8 @@ report every mistake at once. Keys that are never read are reported as unknown b
 from __future__ import annotations
 
 import ipaddress
-from typing import Any, Callable, Iterable, Optional, TypeVar
+from collections.abc import Callable, Iterable
+from typing import Any, Optional, TypeVar
 
 T = TypeVar("T")
 
@@ -153,11 +154,11 @@ class Reader:
         return dict(value)
 
     # -- nesting ---------------------------------------------------------------------------
-    def child(self, name: str) -> "Reader":
+    def child(self, name: str) -> Reader:
         value, _ = self._get(name, None)
         return Reader(value if value is not None else {}, self.key(name), self.problems)
 
-    def items(self, name: str, required: bool = False) -> list["Reader"]:
+    def items(self, name: str, required: bool = False) -> list[Reader]:
         value, present = self._get(name, REQUIRED if required else [])
         if not present:
             return []

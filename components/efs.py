@@ -9,8 +9,9 @@ that access point (the EFS CSI driver itself is a cluster add-on).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping, Optional
+from typing import Optional
 
 import pulumi
 import pulumi_aws as aws

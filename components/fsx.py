@@ -12,15 +12,16 @@ bound to this file system.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping, Optional
+from typing import Optional
 
 import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
 from components.config import FsxConfig
-from components.identity import ClusterAttachment, pod_identity_trust_policy, cluster_arn
+from components.identity import ClusterAttachment, cluster_arn, pod_identity_trust_policy
 from components.k8s_names import FSX_CLAIM
 
 LUSTRE_PORTS = ((988, 988), (1018, 1023))

@@ -30,8 +30,9 @@ from __future__ import annotations
 
 import ipaddress
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterable, Optional, Sequence
+from typing import TYPE_CHECKING, Optional
 
 if TYPE_CHECKING:  # pragma: no cover
     from components.catalog import Catalog
@@ -114,8 +115,8 @@ def ip_bearing_interfaces(max_efa: int, efa: bool, layout: str) -> int:
     return max_efa
 
 
-def ips_needed_in_az(az: str, pools: Iterable["GpuPoolConfig"], system: "SystemNodesConfig",
-                     network: "NetworkConfig", catalog: "Catalog") -> int:
+def ips_needed_in_az(az: str, pools: Iterable[GpuPoolConfig], system: SystemNodesConfig,
+                     network: NetworkConfig, catalog: Catalog) -> int:
     need = system.max_size * ips_per_node() + len(network.interface_endpoints) + \
         RESERVED_SERVICE_IPS
     for p in pools:

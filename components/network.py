@@ -4,8 +4,9 @@ flow logs, locked default SG, EFA security group)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping, Optional
+from typing import Optional
 
 import pulumi
 import pulumi_aws as aws

@@ -9,8 +9,9 @@ targets in the private subnets of the GPU pools' AZs, FSx in the EFA pool's AZ.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional
+from typing import Any, Optional
 
 import pulumi
 import pulumi_aws as aws
@@ -19,8 +20,12 @@ from components.buckets import Buckets, BucketsArgs
 from components.config import StackConfig, StorageConfig
 from components.efs import SharedFileSystem, SharedFileSystemArgs
 from components.fsx import LustreFileSystem, LustreFileSystemArgs
-from components.identity import (CHECKPOINT_PREFIX, ClusterAttachment, WorkloadIdentity,
-                                 WorkloadIdentityArgs)
+from components.identity import (
+    CHECKPOINT_PREFIX,
+    ClusterAttachment,
+    WorkloadIdentity,
+    WorkloadIdentityArgs,
+)
 from components.k8s_names import FSX_CLAIM, SHARED_CLAIM, TRAINING_SERVICE_ACCOUNT
 
 

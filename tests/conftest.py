@@ -12,7 +12,7 @@ from trainyard.synth import synthesize
 STACKS = ("dev", "staging", "prod")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _plan(stack: str) -> dict:
     return synthesize(stack)
 
@@ -70,8 +70,12 @@ def storage_unit_plan(stack: str = "prod", teams: tuple = ("research", "applied"
         import pulumi_kubernetes as k8s
 
         from components.identity import ClusterAttachment
-        from components.storage import (Storage, StorageArgs, fsx_availability_zone,
-                                        gpu_availability_zones)
+        from components.storage import (
+            Storage,
+            StorageArgs,
+            fsx_availability_zone,
+            gpu_availability_zones,
+        )
         from trainyard.synth import load_config
 
         cfg = load_config(stack)

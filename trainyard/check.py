@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from trainyard.errors import UsageError
+from trainyard.plan import add_plan_source_args
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = ROOT / "policies" / "config"
@@ -447,11 +448,7 @@ def add_parser(subparsers) -> None:
         "check", help="run the policy pack over a stack or plan, offline",
         description="Run every policy in policies/ (the CrossGuard pack) over a plan. Exit 1 on "
                     "a mandatory violation or a policy error, 2 on bad input.")
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--stack", metavar="NAME", help="synthesize stacks/Pulumi.NAME.yaml")
-    src.add_argument("--stack-file", metavar="PATH", type=Path, help="synthesize this stack file")
-    src.add_argument("--plan", metavar="PATH", type=Path,
-                     help="a plan written by `trainyard plan --json`")
+    add_plan_source_args(p)
     p.add_argument("--json", metavar="PATH", type=Path, help="write the results as JSON")
     p.add_argument("--policy-config", metavar="PATH", type=Path,
                    help="policy config (the --policy-pack-config format); default: "

@@ -8,7 +8,8 @@ import argparse
 import gc
 import importlib
 import sys
-from typing import Optional, Sequence
+from collections.abc import Sequence
+from typing import Optional
 
 from trainyard import __version__
 from trainyard.errors import UsageError

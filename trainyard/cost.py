@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from trainyard.errors import UsageError
+from trainyard.plan import add_plan_source_args
 
 NODE_GROUP = "aws:eks/nodeGroup:NodeGroup"
 LAUNCH_TEMPLATE = "aws:ec2/launchTemplate:LaunchTemplate"
@@ -367,11 +368,7 @@ def add_parser(subparsers) -> None:
         "cost", help="hourly and monthly cost of a stack or plan, offline",
         description="Price every node group at min/desired/max (on-demand and spot) plus the "
                     "fixed costs, with the date of every price.")
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--stack", metavar="NAME", help="synthesize stacks/Pulumi.NAME.yaml")
-    src.add_argument("--stack-file", metavar="PATH", type=Path, help="synthesize this stack file")
-    src.add_argument("--plan", metavar="PATH", type=Path,
-                     help="a plan written by `trainyard plan --json`")
+    add_plan_source_args(p)
     p.add_argument("--json", metavar="PATH", type=Path, help="write the estimate as JSON")
     p.add_argument("--efs-gib", metavar="GIB", type=float, default=0.0,
                    help="assumed data stored per EFS file system (default 0: usage-based)")

@@ -12,7 +12,8 @@ from __future__ import annotations
 import base64
 import copy
 import hashlib
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pulumi
 

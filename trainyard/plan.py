@@ -28,6 +28,15 @@ def add_stack_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--stack-file", type=Path, metavar="PATH", help="any stack config file")
 
 
+def add_plan_source_args(p: argparse.ArgumentParser) -> None:
+    """--stack | --stack-file | --plan: what `check` and `cost` judge (see check.load_plan_for)."""
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--stack", metavar="NAME", help="synthesize stacks/Pulumi.NAME.yaml")
+    src.add_argument("--stack-file", metavar="PATH", type=Path, help="synthesize this stack file")
+    src.add_argument("--plan", metavar="PATH", type=Path,
+                     help="a plan written by `trainyard plan --json`")
+
+
 def stack_of(args) -> tuple[str, Path | None]:
     if args.stack_file is not None:
         return stack_name_from_file(args.stack_file), args.stack_file

@@ -10,8 +10,9 @@ Instance Requests L-7212CCBC) when Service Quotas answers.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable, Optional
+from typing import Any, Optional
 
 from components.catalog import Catalog, InstanceType, load_catalog
 from components.config import StackConfig

@@ -81,7 +81,7 @@ def engine_config(raw: dict[str, Any]) -> tuple[dict[str, str], list[str]]:
     return out, secret_keys
 
 
-def load_config(stack: str, stack_file: Optional[Path] = None) -> "stack_config.StackConfig":
+def load_config(stack: str, stack_file: Optional[Path] = None) -> stack_config.StackConfig:
     path = stack_path(stack, stack_file)
     return stack_config.load(read_stack_file(path, stack), stack)
 

@@ -18,12 +18,12 @@ from __future__ import annotations
 import copy
 import warnings
 
-import pytest
 import kubernetes_validate
+import pytest
 from kubernetes_validate import utils as kv
 
-from trainyard.synth import SECRET, load_config
 from tests.conftest import STACKS, storage_unit_plan
+from trainyard.synth import SECRET, load_config
 
 # API groups built into Kubernetes (a kind in any other group comes from a CRD).
 BUILTIN_GROUPS = {
@@ -113,7 +113,7 @@ def test_every_kubernetes_object_validates(plan_for, stack):
     version = schema_version(wanted)
     if version != wanted:
         warnings.warn(f"kubernetes-validate ships no {wanted} schema; validating {stack} "
-                      f"against {version}, the closest it has")
+                      f"against {version}, the closest it has", stacklevel=1)
     checked, skipped = objects(plan)
     # Storage alone puts a StorageClass, volumes and claims in every stack.
     kinds = {split_type(r["type"])[2] for r in checked}

@@ -9,8 +9,8 @@ import pytest
 from components import buckets as b
 from components.config import StorageConfig
 from components.storage import fsx_availability_zone, gpu_availability_zones, storage_key_policy
-from trainyard.synth import load_config
 from tests.conftest import STACKS, by_id, resources
+from trainyard.synth import load_config
 
 S3 = "aws:s3/"
 BUCKET = "aws:s3/bucket:Bucket"
