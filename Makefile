@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 STACK ?= dev
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench review clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
@@ -30,6 +30,10 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python scripts/bench_plan.py
+
+BASE ?= origin/main
+review: $(STAMP)
+	$(BIN)/trainyard review --base $(BASE)
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .hypothesis

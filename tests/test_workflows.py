@@ -140,3 +140,12 @@ def test_deploy_workflow_order_and_environments():
         assert pulumi["with"]["policyPackConfigs"] == f"policies/config/{env}.json"
         runs = " ".join(s.get("run", "") for s in job["steps"])
         assert f"trainyard check --stack {env}" in runs
+
+
+def test_dependabot_keeps_action_pins_current():
+    path = ROOT / ".github" / "dependabot.yml"
+    proc = subprocess.run([_tool("check-jsonschema"), "--builtin-schema", "vendor.dependabot",
+                           str(path)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    ecosystems = {u["package-ecosystem"] for u in _load(path)["updates"]}
+    assert "github-actions" in ecosystems
