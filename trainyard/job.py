@@ -24,7 +24,7 @@ import yaml
 from trainyard import jobspec
 from trainyard.errors import UsageError
 
-DEFAULT_PRESET = jobspec.WORKLOADS["llm"].defaults["preset"]
+DEFAULT_PRESETS = ", ".join(f"{w.name} {w.defaults['preset']}" for w in jobspec.WORKLOADS.values())
 
 
 def add_parser(sub) -> None:
@@ -54,8 +54,8 @@ def add_parser(sub) -> None:
     r.add_argument("--plan", type=Path, metavar="PATH",
                    help="plan JSON (`trainyard plan --json`) to read stack outputs from instead "
                         "of synthesizing the stack")
-    w = r.add_argument_group("workload flags (llm)")
-    w.add_argument("--preset", help=f"model size (default {DEFAULT_PRESET})")
+    w = r.add_argument_group("workload flags")
+    w.add_argument("--preset", help=f"model size (default: {DEFAULT_PRESETS})")
     w.add_argument("--max-steps", type=int)
     w.add_argument("--checkpoint-every", type=int, metavar="K")
     w.add_argument("--seed", type=int)
@@ -181,11 +181,10 @@ def build_request(args, config, outputs_fn) -> jobspec.JobRequest:
 
     workload_args: dict[str, Any] = {}
     if args.preset is not None:
-        from workloads.llm.config import PRESETS
-
-        if args.preset not in PRESETS:
+        presets = jobspec.workload_presets(wl)
+        if args.preset not in presets:
             raise UsageError(f"--preset {args.preset}: unknown preset "
-                             f"(known: {', '.join(PRESETS)})")
+                             f"(known: {', '.join(presets)})")
         workload_args["preset"] = args.preset
     for flag in ("max_steps", "checkpoint_every", "seed"):
         value = getattr(args, flag)

@@ -293,14 +293,31 @@ class Workload:
     description: str
     defaults: Mapping[str, Any] = field(default_factory=dict)
     """Default workload flags (`preset`, `max_steps`, ...), overridable per job."""
+    config_module: str = ""
+    """Module whose `PRESETS` dict names the presets `--preset` accepts (imported on use)."""
 
 
 WORKLOADS: dict[str, Workload] = {
     "llm": Workload(
         name="llm", module="workloads.llm.train",
         description="GPT pretraining with FSDP2 (workloads/llm)",
-        defaults={"preset": "125m", "max_steps": 1000, "checkpoint_every": 100, "seed": 0}),
+        defaults={"preset": "125m", "max_steps": 1000, "checkpoint_every": 100, "seed": 0},
+        config_module="workloads.llm.config"),
+    # Synthetic images unless the job passes --data (a throughput/smoke run out of the box);
+    # a ResNet-50 checkpoint is ~0.2 GB and 500 steps take about a minute on A100-class GPUs.
+    "vision": Workload(
+        name="vision", module="workloads.vision.train",
+        description="ResNet image classification with DDP and mixed precision (workloads/vision)",
+        defaults={"preset": "resnet50", "max_steps": 1000, "checkpoint_every": 500, "seed": 0},
+        config_module="workloads.vision.config"),
 }
+
+
+def workload_presets(wl: Workload) -> list[str]:
+    """Preset names the workload's own config accepts."""
+    import importlib
+
+    return list(importlib.import_module(wl.config_module).PRESETS)
 
 
 def workload(name: str) -> Workload:

@@ -157,7 +157,8 @@ BASE = ["--stack", "prod", "--team", "research", "--checkpoint-dir", "s3://b/c/"
      "pages are per node"),
     (["llm", *BASE, "--pool", "x100", "--nodes", "2"],
      "--pool x100: unknown pool in stack 'prod' (known: a100, h100, g-spot, eval-spot)"),
-    (["vision", *BASE, "--pool", "a100", "--nodes", "2"], "unknown workload 'vision' (known: llm)"),
+    (["speech", *BASE, "--pool", "a100", "--nodes", "2"],
+     "unknown workload 'speech' (known: llm, vision)"),
     (["llm", "--stack", "prod", "--team", "applied", "--checkpoint-dir", "s3://b/c/", "--pool",
       "a100", "--nodes", "5"],
      "--nodes 5: 5 nodes x 8 GPUs = 40 exceeds the GPU quota of team 'applied' (32)"),
@@ -255,3 +256,34 @@ def test_rendered_args_are_accepted_by_the_workloads_own_parser(capsys, prod_pla
     assert cfg.preset == "350m" and cfg.data == "s3://datasets/stdlib"
     assert cfg.checkpoint_dir.startswith("s3://trainyard-prod-checkpoints-abc/")
     assert cfg.metrics_file == jobspec.metrics_file_path()
+
+
+def test_vision_job_runs_the_vision_entry_point_with_its_own_defaults_and_presets(capsys):
+    from workloads.vision.config import TrainConfig
+    from workloads.vision.train import build_parser
+
+    code, out, err = render(capsys, "vision", "--stack", "prod", "--pool", "eval-spot",
+                            "--nodes", "1", "--team", "research")
+    assert code == 0, err
+    job = yaml.safe_load(out)
+    jobspec.validate_train_job(job)
+    assert job["metadata"]["name"] == "vision-eval-spot-1n"
+    assert job["metadata"]["labels"]["trainyard.io/workload"] == "vision"
+    t = trainer(job)
+    assert t["command"] == ["torchrun", "--nproc-per-node", "4", "-m", "workloads.vision.train"]
+    cfg = TrainConfig(**vars(build_parser().parse_args(t["args"])))  # validates values too
+    assert (cfg.preset, cfg.max_steps, cfg.checkpoint_every) == ("resnet50", 1000, 500)
+    assert cfg.checkpoint_dir.startswith("s3://") and cfg.checkpoint_dir.endswith(
+        "/research/vision-eval-spot-1n/")
+    assert cfg.metrics_file == jobspec.metrics_file_path()
+
+    code, out, err = render(capsys, "vision", *BASE, "--pool", "eval-spot", "--nodes", "1",
+                            "--preset", "resnet18", "--data", "s3://datasets/imagenet-224")
+    assert code == 0, err
+    args = trainer(yaml.safe_load(out))["args"]
+    assert args[args.index("--preset") + 1] == "resnet18"
+    assert args[args.index("--data") + 1] == "s3://datasets/imagenet-224"
+    code, out, err = render(capsys, "vision", *BASE, "--pool", "eval-spot", "--nodes", "1",
+                            "--preset", "125m")
+    assert code == 2 and out == ""
+    assert err == "error: --preset 125m: unknown preset (known: tiny, resnet18, resnet50)\n"

@@ -24,6 +24,7 @@ are written then. On CPU saves are synchronous and finalised at once.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -32,6 +33,7 @@ import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
+import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 
@@ -257,3 +259,23 @@ class CheckpointStore:
 
 def _local_world_size() -> int:
     return int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+
+
+def rng_state_blob(info: DistInfo) -> bytes:
+    """Every rank's torch RNG state (CPU, and CUDA on GPU ranks) as one blob for a checkpoint
+    (collective: each rank contributes its own, all ranks get the same bytes)."""
+    rng = {"cpu": torch.get_rng_state()}
+    if info.device.type == "cuda":
+        rng["cuda"] = torch.cuda.get_rng_state(info.device)
+    buf = io.BytesIO()
+    torch.save(all_gather_object(rng), buf)
+    return buf.getvalue()
+
+
+def restore_rng_state(blob: bytes, info: DistInfo) -> None:
+    """Inverse of ``rng_state_blob`` for this rank; a rank the saved world lacked keeps its seed."""
+    states = torch.load(io.BytesIO(blob), weights_only=True)
+    if info.rank < len(states):
+        torch.set_rng_state(states[info.rank]["cpu"])
+        if "cuda" in states[info.rank] and info.device.type == "cuda":
+            torch.cuda.set_rng_state(states[info.rank]["cuda"], info.device)

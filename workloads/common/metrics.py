@@ -6,6 +6,10 @@ JSONL records (rank 0 only, flushed per line so a watcher can tail it)::
      "tokens_per_s": 51234.5, "mfu": null, "elapsed_s": 1.9, "eta_s": 17.1}
     {"event": "resume", "step": 20}          # also: "checkpoint", "preempted", "done"
 
+The unit of work is a constructor argument: ``tokens`` (the default, LLMs) or ``images``
+(vision: ``images`` and ``images_per_s`` fields, ``img/s`` on the human line). A workload may add
+its own fields to a step record (``extra``, e.g. vision's ``top1``).
+
 ``loss`` is written with full float precision (json uses repr), so two runs can be compared
 exactly. The human line is printed every ``log_every`` steps; when stdout is a terminal a
 one-line progress bar is redrawn in between (no tqdm dependency).
@@ -17,6 +21,9 @@ import json
 import sys
 import time
 from pathlib import Path
+
+UNITS = {"tokens": "tok", "images": "img"}
+"""Unit of work -> its abbreviation on the progress line."""
 
 
 def _fmt_duration(seconds: float | None) -> str:
@@ -36,8 +43,11 @@ class MetricsLogger:
     """Writes metrics on rank 0; every method is a no-op on other ranks."""
 
     def __init__(self, path: str | None, total_steps: int, is_main: bool, log_every: int = 10,
-                 stream=None) -> None:
+                 stream=None, unit: str = "tokens") -> None:
+        if unit not in UNITS:
+            raise ValueError(f"unit must be one of {', '.join(UNITS)}, got {unit!r}")
         self.total_steps, self.is_main, self.log_every = total_steps, is_main, log_every
+        self.unit = unit
         self.stream = stream or sys.stdout
         self.tty = is_main and hasattr(self.stream, "isatty") and self.stream.isatty()
         self.file = None
@@ -46,7 +56,7 @@ class MetricsLogger:
             self.file = open(path, "a", encoding="utf-8")
         self.start = time.perf_counter()
         self._step_time_ema: float | None = None
-        self._window: list[tuple[float, float]] = []  # (tokens, seconds) since the last print
+        self._window: list[tuple[float, float]] = []  # (work, seconds) since the last print
 
     def _write(self, record: dict) -> None:
         if self.file:
@@ -57,25 +67,28 @@ class MetricsLogger:
         if self.is_main:
             self._write({"event": kind, **fields, "elapsed_s": time.perf_counter() - self.start})
 
-    def step(self, step: int, loss: float, lr: float, grad_norm: float, tokens: int,
-             step_time: float, total_tokens: int, mfu: float | None) -> None:
+    def step(self, step: int, loss: float, lr: float, grad_norm: float, work: int,
+             step_time: float, total_work: int, mfu: float | None,
+             extra: dict | None = None) -> None:
+        """``work``: tokens (or images) this step, all ranks; ``total_work``: since the start."""
         if not self.is_main:
             return
         ema = self._step_time_ema
         self._step_time_ema = step_time if ema is None else 0.9 * ema + 0.1 * step_time
         eta = self._step_time_ema * max(self.total_steps - step, 0)
-        tps = tokens / step_time if step_time > 0 else 0.0
+        rate = work / step_time if step_time > 0 else 0.0
         elapsed = time.perf_counter() - self.start
         self._write({"step": step, "loss": loss, "lr": lr, "grad_norm": grad_norm,
-                     "tokens": total_tokens, "tokens_per_s": tps, "mfu": mfu,
-                     "elapsed_s": elapsed, "eta_s": eta})
-        self._window.append((tokens, step_time))
+                     self.unit: total_work, f"{self.unit}_per_s": rate, "mfu": mfu,
+                     **(extra or {}), "elapsed_s": elapsed, "eta_s": eta})
+        self._window.append((work, step_time))
         if step % self.log_every == 0 or step == self.total_steps:
-            toks, secs = map(sum, zip(*self._window, strict=True))
+            done, secs = map(sum, zip(*self._window, strict=True))
             self._window.clear()
             mfu_s = f"{100 * mfu:.1f}%" if mfu is not None else "n/a"
             line = (f"step {step:>6}/{self.total_steps} | loss {loss:.4f} | lr {lr:.2e} | "
-                    f"{_fmt_rate(toks / secs if secs else 0.0)} tok/s | mfu {mfu_s} | "
+                    f"{_fmt_rate(done / secs if secs else 0.0)} {UNITS[self.unit]}/s | "
+                    f"mfu {mfu_s} | "
                     f"elapsed {_fmt_duration(elapsed)} | eta {_fmt_duration(eta)}")
             self._print(line)
         elif self.tty:

@@ -13,6 +13,7 @@ checkpoint has to fit in that window.
 
 from __future__ import annotations
 
+import os
 import signal
 from types import FrameType
 
@@ -35,3 +36,15 @@ class PreemptionFlag:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous.clear()
+
+
+def maybe_inject_fault(step: int, rank: int, world_size: int) -> None:
+    """**Tests only**: SIGKILL this process right after step ``TRAINYARD_FAULT_KILL_STEP`` if it
+    is rank ``TRAINYARD_FAULT_KILL_RANK`` (default: the last rank), on torchrun's first attempt
+    only (restart count 0), so the restarted job runs through. Proves exact resume."""
+    kill_step = int(os.environ.get("TRAINYARD_FAULT_KILL_STEP", "0"))
+    if not kill_step or step != kill_step:
+        return
+    target = int(os.environ.get("TRAINYARD_FAULT_KILL_RANK", str(world_size - 1)))
+    if rank == target and os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0":
+        os.kill(os.getpid(), signal.SIGKILL)

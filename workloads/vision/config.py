@@ -1,0 +1,273 @@
+"""Configuration for image classification: ResNet presets and the training config, validated early.
+
+Torch-free on purpose, like ``workloads.llm.config``: the CLI validates every flag (and exits 2
+on a bad one) before paying for ``import torch``. Each field's docstring states its default;
+``TrainConfig.__post_init__`` checks values, ``check_inputs()`` checks paths; both raise
+``ConfigError`` naming the flag.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+
+from workloads.common.cli import ConfigError, parse_s3_url
+
+BLOCKS = ("basic", "bottleneck")
+STEMS = ("imagenet", "small")
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """A ResNet: a stem, stages of residual blocks (the first stage at stride 1, each later one
+    halving the resolution and doubling the width), global average pooling, one linear layer.
+    Bottleneck blocks are v1.5 (the stride sits on the 3x3 conv, not the first 1x1)."""
+
+    block: str
+    """``basic`` (two 3x3 convs, ResNet-18/34) or ``bottleneck`` (1x1-3x3-1x1, x4 expansion)."""
+    layers: tuple[int, ...]
+    """Blocks per stage, e.g. (3, 4, 6, 3) for ResNet-50."""
+    width: int
+    """Channels of the first stage (before a bottleneck's x4 expansion); doubles per stage."""
+    stem: str
+    """``imagenet`` (7x7/2 conv + 3x3/2 max-pool, for 224x224) or ``small`` (one 3x3/1 conv, for
+    32x32 images, as in the CIFAR ResNets)."""
+    num_classes: int
+    """Outputs of the classifier."""
+    image_size: int
+    """Height = width of the training images (FLOPs are counted at this size)."""
+
+    def __post_init__(self) -> None:
+        if self.block not in BLOCKS:
+            raise ConfigError("model.block", f"must be one of {', '.join(BLOCKS)}, got "
+                                             f"{self.block!r}")
+        if self.stem not in STEMS:
+            raise ConfigError("model.stem", f"must be one of {', '.join(STEMS)}, got {self.stem!r}")
+        if not self.layers or any(n < 1 for n in self.layers):
+            raise ConfigError("model.layers", f"every stage needs >= 1 block, got {self.layers}")
+        for name in ("width", "num_classes", "image_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"model.{name}", f"must be >= 1, got {getattr(self, name)}")
+
+    @property
+    def expansion(self) -> int:
+        return 4 if self.block == "bottleneck" else 1
+
+    def forward_macs(self, image_size: int | None = None) -> int:
+        """Multiply-accumulates of one forward pass per image, convolutions and the classifier
+        only (BatchNorm, ReLU, pooling and residual adds are < 1% and not counted). ResNet-50
+        v1.5 at 224x224: 4.09 G, the figure usually quoted as "4.1 GFLOPs"."""
+        size = image_size or self.image_size
+        macs = 0
+
+        def conv(cin: int, cout: int, k: int, stride: int, pad: int) -> None:
+            nonlocal size, macs
+            size = (size + 2 * pad - k) // stride + 1
+            macs += cin * cout * k * k * size * size
+
+        if self.stem == "imagenet":
+            conv(3, self.width, 7, 2, 3)
+            size = (size + 2 - 3) // 2 + 1  # 3x3/2 max-pool, padding 1
+        else:
+            conv(3, self.width, 3, 1, 1)
+        cin = self.width
+        for i, n in enumerate(self.layers):
+            width = self.width * 2**i
+            cout = width * self.expansion
+            for j in range(n):
+                stride = 2 if i > 0 and j == 0 else 1
+                start = size
+                if self.block == "bottleneck":
+                    conv(cin, width, 1, 1, 0)
+                    conv(width, width, 3, stride, 1)
+                    conv(width, cout, 1, 1, 0)
+                else:
+                    conv(cin, width, 3, stride, 1)
+                    conv(width, cout, 3, 1, 1)
+                if stride != 1 or cin != cout:  # projection shortcut, 1x1 at the block's stride
+                    end, size = size, start
+                    conv(cin, cout, 1, stride, 0)
+                    size = end
+                cin = cout
+        return macs + cin * self.num_classes
+
+    def train_flops_per_image(self, image_size: int | None = None) -> float:
+        """Forward + backward FLOPs per image: 3 x forward, 2 FLOPs per multiply-accumulate
+        (the same convention as the 6·N of the LLM formula). ResNet-50 at 224: 24.5 G."""
+        return 6.0 * self.forward_macs(image_size)
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A model plus the training defaults that suit it."""
+
+    model: ModelConfig
+    batch_size: int
+    """Images per rank per step."""
+    lr: float
+    """Peak learning rate for a global batch of 256 images; scaled linearly with the real global
+    batch (Goyal et al., "Accurate, Large Minibatch SGD")."""
+    warmup_steps: int
+    """Linear warm-up steps (capped at max_steps // 10 for short runs)."""
+
+
+PRESETS: dict[str, Preset] = {
+    # Seconds on a laptop CPU: a ResNet-8-like net on 32x32 images, 10 classes.
+    "tiny": Preset(ModelConfig(block="basic", layers=(1, 1, 1), width=16, stem="small",
+                               num_classes=10, image_size=32),
+                   batch_size=16, lr=3.2, warmup_steps=5),
+    "resnet18": Preset(ModelConfig(block="basic", layers=(2, 2, 2, 2), width=64, stem="imagenet",
+                                   num_classes=1000, image_size=224),
+                       batch_size=256, lr=0.1, warmup_steps=1000),
+    # ResNet-50 v1.5, the shape of NVIDIA DeepLearningExamples' benchmark (batch 256 per GPU).
+    "resnet50": Preset(ModelConfig(block="bottleneck", layers=(3, 4, 6, 3), width=64,
+                                   stem="imagenet", num_classes=1000, image_size=224),
+                       batch_size=256, lr=0.1, warmup_steps=1000),
+}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything ``python -m workloads.vision.train`` accepts; field ``x_y`` is flag ``--x-y``."""
+
+    preset: str = "tiny"
+    """Model: one of PRESETS (default tiny)."""
+    max_steps: int = 200
+    """Optimizer steps to train for; the cosine schedule ends here (default 200)."""
+    seed: int = 0
+    """Seed for weights, data order and augmentation (default 0)."""
+    data: str = "synthetic"
+    """``synthetic`` (generated class-structured images, no I/O) or a directory / s3://bucket/prefix
+    of uint8 .npy shards (see ``workloads.vision.data``). Default synthetic."""
+    checkpoint_dir: str | None = None
+    """Directory, EFS/FSx mount or s3://bucket/prefix; resumed automatically (default: none)."""
+    checkpoint_every: int = 100
+    """Save every K steps, and always at the last step and on SIGTERM (default 100)."""
+    keep_last: int = 3
+    """Complete checkpoints to keep (default 3)."""
+    async_checkpoint: bool | None = None
+    """Write checkpoints in the background (dcp.async_save; default: on with CUDA, off on CPU)."""
+    metrics_file: str | None = None
+    """JSONL metrics path, appended to across restarts (default: none, stdout only)."""
+    batch_size: int | None = None
+    """Images per rank per step (default: the preset's)."""
+    image_size: int | None = None
+    """Training resolution (default: the preset's; shards must match it)."""
+    lr: float | None = None
+    """Peak learning rate per 256 images, scaled by global batch / 256 (default: the preset's)."""
+    min_lr_ratio: float = 0.0
+    """Cosine floor as a fraction of the peak (default 0.0)."""
+    warmup_steps: int | None = None
+    """Linear warm-up (default: the preset's, at most max_steps // 10)."""
+    momentum: float = 0.9
+    """SGD momentum, Nesterov (default 0.9)."""
+    weight_decay: float = 5e-5
+    """L2 weight decay on conv and linear weights, not on BatchNorm or biases (default 5e-5)."""
+    label_smoothing: float = 0.1
+    """Cross-entropy label smoothing (default 0.1)."""
+    hflip: bool = True
+    """Random horizontal flips of shard images (default on; synthetic images are not flipped)."""
+    precision: str = "auto"
+    """auto (bf16 autocast on CUDA, fp32 on CPU), bf16, fp16 (autocast + GradScaler) or fp32."""
+    channels_last: bool | None = None
+    """NHWC memory format for the model and inputs (default: on with CUDA, off on CPU)."""
+    compile: bool | None = None
+    """torch.compile the model (default: on with CUDA, off on CPU)."""
+    device: str = "auto"
+    """auto (CUDA if present), cuda or cpu (default auto)."""
+    log_every: int = 10
+    """Print a human progress line every N steps (default 10)."""
+
+    def __post_init__(self) -> None:
+        if self.preset not in PRESETS:
+            raise ConfigError("--preset", f"unknown preset {self.preset!r} "
+                                          f"(choose from {', '.join(PRESETS)})")
+        for name in ("max_steps", "checkpoint_every", "keep_last", "log_every", "batch_size",
+                     "lr"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ConfigError(_flag(name), f"must be > 0, got {value}")
+        for name in ("seed", "warmup_steps", "weight_decay"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ConfigError(_flag(name), f"must be >= 0, got {value}")
+        if self.image_size is not None and self.image_size < 8:
+            raise ConfigError("--image-size", f"must be >= 8, got {self.image_size}")
+        for name in ("min_lr_ratio", "label_smoothing"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(_flag(name), f"must be in [0, 1], got {getattr(self, name)}")
+        if not 0.0 <= self.momentum < 1.0:
+            raise ConfigError("--momentum", f"must be in [0, 1), got {self.momentum}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError("--precision", f"must be one of {', '.join(PRECISIONS)}, got "
+                                             f"{self.precision!r}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ConfigError("--device", f"must be auto, cpu or cuda, got {self.device!r}")
+        for name in ("data", "checkpoint_dir"):
+            value = getattr(self, name)
+            if value is not None and value.startswith("s3:"):
+                if not value.startswith("s3://"):
+                    raise ConfigError(_flag(name), f"{value!r} is not an s3:// URL")
+                parse_s3_url(value, _flag(name))
+        if not self.data:
+            raise ConfigError("--data", "must be 'synthetic', a directory or s3://bucket/prefix")
+
+    def check_inputs(self) -> None:
+        """Filesystem checks: local shards readable and matching, the checkpoint dir creatable."""
+        if self.data != "synthetic" and not self.data.startswith("s3://"):
+            check_manifest(Path(self.data), self.model.image_size, self.model.num_classes)
+        if self.checkpoint_dir and not self.checkpoint_dir.startswith("s3://"):
+            path = Path(self.checkpoint_dir)
+            if path.exists() and not path.is_dir():
+                raise ConfigError("--checkpoint-dir", f"{self.checkpoint_dir!r} is not a directory")
+        if self.metrics_file and Path(self.metrics_file).is_dir():
+            raise ConfigError("--metrics-file", f"{self.metrics_file!r} is a directory")
+
+    # ----- resolved values (preset defaults applied) -----
+    @property
+    def model(self) -> ModelConfig:
+        base = PRESETS[self.preset].model
+        return replace(base, image_size=self.image_size) if self.image_size else base
+
+    @property
+    def batch(self) -> int:
+        return self.batch_size or PRESETS[self.preset].batch_size
+
+    def peak_lr(self, world_size: int) -> float:
+        """The schedule's peak: lr per 256 images x global batch / 256."""
+        return (self.lr or PRESETS[self.preset].lr) * self.batch * world_size / 256
+
+    @property
+    def warmup(self) -> int:
+        if self.warmup_steps is not None:
+            return self.warmup_steps
+        return min(PRESETS[self.preset].warmup_steps, self.max_steps // 10)
+
+
+def check_manifest(root: Path, image_size: int, num_classes: int) -> dict:
+    """The shard manifest under ``root``, checked against the model; ConfigError naming --data."""
+    manifest = root / "manifest.json"
+    if not root.is_dir():
+        raise ConfigError("--data", f"{str(root)!r} is not a directory")
+    try:
+        meta = json.loads(manifest.read_text())
+        size, classes = meta["image_size"], int(meta["num_classes"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise ConfigError("--data", f"{str(root)!r} has no readable manifest.json (build one with "
+                                    "python -m workloads.vision.prepare)") from None
+    if list(size) != [image_size, image_size]:
+        raise ConfigError("--data", f"{str(root)!r} holds {size[0]}x{size[1]} images, the model "
+                                    f"trains at {image_size}x{image_size} (--image-size)")
+    if classes > num_classes:
+        raise ConfigError("--data", f"{str(root)!r} has {classes} classes, the model "
+                                    f"{num_classes} outputs")
+    return meta
+
+
+def _flag(field_name: str) -> str:
+    return "--" + field_name.replace("_", "-")
+
+
+FIELDS = {f.name for f in fields(TrainConfig)}

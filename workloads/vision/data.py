@@ -1,0 +1,194 @@
+"""Images for the trainer: synthetic class-structured images, or uint8 .npy shards (dir or s3://).
+
+Both sources yield ``(images, labels)`` per step for this rank: images uint8 NHWC (the layout
+decoders and ``.npy`` shards hold), labels int64. ``to_input`` turns them into normalised float
+NCHW on the device; NHWC permuted to NCHW *is* the channels_last layout, so no copy is needed
+when the model runs channels_last.
+
+**Synthetic** (the default, and what the benchmark uses) is **not real data**: every class has a
+fixed random colour and 4x4 texture (from a seed independent of ``--seed``, so every run sees
+the same "dataset"), upsampled to the image size; each image is its class's pattern plus
+Gaussian noise. A CNN learns it in a few steps, so the loss falls, which shows the training loop works; it
+says nothing about accuracy on real images. It is generated on the training device as a pure
+function of ``(seed, step, rank)``: no I/O, and exact on resume.
+
+**Shards** (``python -m workloads.vision.prepare`` writes them; any tool can)::
+
+    manifest.json      {"format": "trainyard-vision-npy", "image_size": [H, W], "num_classes": K,
+                        "shards": [{"images": "images-00000.npy", "labels": "labels-00000.npy",
+                                    "count": N}, ...], "total": N}
+    images-00000.npy   uint8 (N, H, W, 3), memory-mapped
+    labels-00000.npy   integer (N,)
+
+Each epoch visits every image once in an order fixed by ``(seed, epoch)``; each step consumes
+``world_size x batch`` images of that order and rank r takes its own slice, so the loader's state
+is ``{"epoch", "cursor"}``, saved in every checkpoint. Random horizontal flips come from a
+generator seeded by ``(seed, epoch, cursor, rank)``, so they too repeat exactly after a resume.
+``s3://`` shards are downloaded once per node (local rank 0) into ``$TRAINYARD_CACHE/data/``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from workloads.common import s3 as s3util
+from workloads.common.checkpoint import cache_root
+from workloads.common.cli import parse_s3_url
+from workloads.common.dist import DistInfo, barrier
+
+FORMAT = "trainyard-vision-npy"
+MEAN = (0.485, 0.456, 0.406)
+STD = (0.229, 0.224, 0.225)
+"""ImageNet channel statistics, applied to every source (in [0, 1] units)."""
+SYNTHETIC_DATA_SEED = 20240601
+SYNTHETIC_NOISE = 0.25
+"""Noise std of synthetic images (in [0, 1] units) around the class pattern."""
+
+
+def _mix(*parts: int) -> int:
+    """A 63-bit seed from small integers (stable across processes, unlike ``hash`` of str)."""
+    return int(np.random.SeedSequence(list(parts)).generate_state(1, np.uint64)[0]) >> 1
+
+
+@functools.lru_cache(maxsize=4)
+def _stats(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    # Built once per device: a host-to-device copy every step would stall the GPU queue.
+    return (torch.tensor(MEAN, device=device).view(1, 3, 1, 1),
+            torch.tensor(STD, device=device).view(1, 3, 1, 1))
+
+
+def to_input(images: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
+    """uint8 NHWC -> normalised float32 NCHW on ``device`` (channels_last strides if asked)."""
+    x = images.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255)
+    mean, std = _stats(device)
+    x = (x - mean) / std
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    return x.contiguous(memory_format=fmt)
+
+
+class SyntheticImages:
+    """Class pattern + noise, generated on ``device``; see the module docstring."""
+
+    def __init__(self, num_classes: int, image_size: int, batch: int, info: DistInfo,
+                 seed: int, device: torch.device) -> None:
+        self.num_classes, self.image_size, self.batch = num_classes, image_size, batch
+        self.info, self.seed, self.device = info, seed, device
+        g = torch.Generator().manual_seed(SYNTHETIC_DATA_SEED)
+        colour = torch.rand(num_classes, 3, 1, 1, generator=g)
+        texture = torch.rand(num_classes, 3, 4, 4, generator=g)
+        self.patterns = (0.5 * colour + 0.5 * texture).to(device)  # (K, 3, 4, 4) in [0, 1]
+        self.step = 0
+
+    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        g = torch.Generator(self.device).manual_seed(_mix(self.seed, self.step, self.info.rank))
+        self.step += 1
+        labels = torch.randint(0, self.num_classes, (self.batch,), generator=g,
+                               device=self.device)
+        size = (self.image_size, self.image_size)
+        x = F.interpolate(self.patterns[labels], size=size, mode="bilinear", align_corners=False)
+        x = x + SYNTHETIC_NOISE * torch.randn(x.shape, generator=g, device=self.device)
+        images = (x.clamp_(0, 1) * 255).round_().to(torch.uint8).permute(0, 2, 3, 1)
+        return images, labels
+
+    def state_dict(self) -> dict:
+        return {"step": self.step}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step = int(state["step"])
+
+
+def resolve_data(data: str, info: DistInfo) -> Path:
+    """A local directory of shards for ``--data`` (collective: s3:// downloads once per node)."""
+    if not data.startswith("s3://"):
+        return Path(data)
+    bucket, prefix = parse_s3_url(data, "--data")
+    local = cache_root() / "data" / "s3" / bucket / prefix
+    if info.is_local_main and not (local / "manifest.json").is_file():
+        staging = local.with_name(local.name + ".dl")
+        sizes = s3util.download_prefix(s3util.s3_client(), bucket, prefix, staging)
+        if "manifest.json" not in sizes:
+            raise FileNotFoundError(f"--data: no manifest.json under {data}")
+        staging.rename(local)  # complete or absent: a crash mid-download is retried
+    barrier()
+    return local
+
+
+class ShardLoader:
+    """Deterministic, resumable batches of this rank's images from .npy shards."""
+
+    def __init__(self, root: Path, batch: int, info: DistInfo, seed: int, hflip: bool) -> None:
+        self.manifest = json.loads((root / "manifest.json").read_text())
+        if self.manifest.get("format") != FORMAT:
+            raise ValueError(f"{root}: not a {FORMAT} manifest")
+        self.images = [np.load(root / s["images"], mmap_mode="r") for s in self.manifest["shards"]]
+        self.labels = [np.load(root / s["labels"]) for s in self.manifest["shards"]]
+        for s, im, lb in zip(self.manifest["shards"], self.images, self.labels, strict=True):
+            if im.dtype != np.uint8 or im.ndim != 4 or im.shape[3] != 3 or len(lb) != len(im):
+                raise ValueError(f"{root}/{s['images']}: expected uint8 (N, H, W, 3) images and "
+                                 f"N labels, got {im.dtype} {im.shape} and {len(lb)} labels")
+        self._first = np.concatenate([[0], np.cumsum([len(x) for x in self.images])])
+        self.n_images = int(self._first[-1])
+        self.batch, self.info, self.seed, self.hflip = batch, info, seed, hflip
+        self.per_step = info.world_size * batch
+        if self.n_images < self.per_step:
+            raise ValueError(f"{root}: {self.n_images} images, but one step needs "
+                             f"{self.per_step}; use more data or a smaller batch")
+        self.epoch, self.cursor = 0, 0
+        self._perm_epoch, self._perm = -1, np.empty(0, dtype=np.int64)
+
+    def _order(self) -> np.ndarray:
+        if self._perm_epoch != self.epoch:
+            rng = np.random.default_rng([self.seed, self.epoch])
+            self._perm, self._perm_epoch = rng.permutation(self.n_images), self.epoch
+        return self._perm
+
+    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.cursor + self.per_step > self.n_images:  # drop the remainder, new order
+            self.epoch, self.cursor = self.epoch + 1, 0
+        ids = self._order()[self.cursor:self.cursor + self.per_step]
+        flip_seed = _mix(self.seed, self.epoch, self.cursor, self.info.rank)
+        self.cursor += self.per_step
+        ids = ids.reshape(self.info.world_size, self.batch)[self.info.rank]
+        shard = np.searchsorted(self._first, ids, side="right") - 1
+        offset = ids - self._first[shard]
+        images = np.stack([self.images[s][o] for s, o in zip(shard, offset, strict=True)])
+        labels = np.array([self.labels[s][o] for s, o in zip(shard, offset, strict=True)])
+        x = torch.from_numpy(images)
+        if self.hflip:
+            g = torch.Generator().manual_seed(flip_seed)
+            flip = torch.rand(len(x), generator=g) < 0.5
+            x = torch.where(flip.view(-1, 1, 1, 1), x.flip(2), x)
+        return x, torch.from_numpy(labels.astype(np.int64))
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "cursor": self.cursor}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.cursor = int(state["epoch"]), int(state["cursor"])
+
+
+def write_shards(out: Path, images: np.ndarray, labels: np.ndarray, num_classes: int,
+                 shard_size: int = 10_000, source: str = "") -> dict:
+    """Write ``images`` (uint8 N,H,W,3) and ``labels`` as shards + manifest under ``out``."""
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[3] != 3:
+        raise ValueError(f"images must be uint8 (N, H, W, 3), got {images.dtype} {images.shape}")
+    if len(labels) != len(images):
+        raise ValueError(f"{len(images)} images but {len(labels)} labels")
+    out.mkdir(parents=True, exist_ok=True)
+    shards = []
+    for i, start in enumerate(range(0, len(images), shard_size)):
+        names = {"images": f"images-{i:05d}.npy", "labels": f"labels-{i:05d}.npy"}
+        np.save(out / names["images"], images[start:start + shard_size])
+        np.save(out / names["labels"], labels[start:start + shard_size].astype(np.int64))
+        shards.append({**names, "count": len(images[start:start + shard_size])})
+    manifest = {"format": FORMAT, "image_size": list(images.shape[1:3]),
+                "num_classes": num_classes, "shards": shards, "total": len(images),
+                "source": source}
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=1))  # last: marks complete
+    return manifest
