@@ -8,9 +8,6 @@ async checkpoint can be committed.
 
 from __future__ import annotations
 
-import io
-import os
-import signal
 import time
 from dataclasses import dataclass
 
@@ -18,11 +15,10 @@ import torch
 import torch.distributed as dist
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
-from workloads.common.checkpoint import CheckpointStore
+from workloads.common.checkpoint import CheckpointStore, restore_rng_state, rng_state_blob
 from workloads.common.cli import EXIT_OK, EXIT_PREEMPTED
 from workloads.common.dist import (
     DistInfo,
-    all_gather_object,
     print0,
     seed_everything,
     setup_distributed,
@@ -30,16 +26,11 @@ from workloads.common.dist import (
 )
 from workloads.common.metrics import MetricsLogger
 from workloads.common.mfu import flops_per_token, mfu, peak_tflops
-from workloads.common.preemption import PreemptionFlag
+from workloads.common.preemption import PreemptionFlag, maybe_inject_fault
 from workloads.llm.config import TrainConfig
 from workloads.llm.data import ShardLoader, SyntheticLoader, resolve_data
 from workloads.llm.model import GPT
 from workloads.llm.parallel import build_optimizer, clip_grad_norm, lr_at, parallelize
-
-# Test-only fault injection: SIGKILL rank TRAINYARD_FAULT_KILL_RANK (default: the last rank)
-# right after step TRAINYARD_FAULT_KILL_STEP, on the first attempt only (torchrun's restart
-# count 0), so a restarted job runs through. Used by tests/workloads to prove exact resume.
-_KILL_STEP = int(os.environ.get("TRAINYARD_FAULT_KILL_STEP", "0"))
 
 
 class TrainState:
@@ -52,24 +43,15 @@ class TrainState:
 
     def state_dict(self) -> dict:
         msd, osd = get_state_dict(self.model, self.optimizer)
-        rng = {"cpu": torch.get_rng_state()}
-        if torch.cuda.is_available() and self.info.device.type == "cuda":
-            rng["cuda"] = torch.cuda.get_rng_state()
-        buf = io.BytesIO()
-        torch.save(all_gather_object(rng), buf)  # one blob holding every rank's RNG state
         return {"model": msd, "optim": osd, "step": self.step, "data": self.loader.state_dict(),
-                "rng": buf.getvalue()}
+                "rng": rng_state_blob(self.info)}
 
     def load_state_dict(self, sd: dict) -> None:
         set_state_dict(self.model, self.optimizer,
                        model_state_dict=sd["model"], optim_state_dict=sd["optim"])
         self.step = int(sd["step"])
         self.loader.load_state_dict(sd["data"])
-        states = torch.load(io.BytesIO(sd["rng"]), weights_only=True)
-        if self.info.rank < len(states):  # the world may have grown: new ranks keep their seed
-            torch.set_rng_state(states[self.info.rank]["cpu"])
-            if "cuda" in states[self.info.rank] and self.info.device.type == "cuda":
-                torch.cuda.set_rng_state(states[self.info.rank]["cuda"])
+        restore_rng_state(sd["rng"], self.info)  # ranks the saved world lacked keep their seed
 
 
 @dataclass
@@ -172,7 +154,7 @@ def _run(cfg: TrainConfig, info: DistInfo) -> int:
                 dist.all_reduce(flags)
             loss, grad_norm, stop, n_ready = flags.tolist()
             dt = time.perf_counter() - t0
-            _maybe_inject_fault(state.step, info)
+            maybe_inject_fault(state.step, info.rank, info.world_size)
             metrics.step(state.step, loss / info.world_size, lr_at(state.step, cfg),
                          grad_norm / info.world_size, tokens_per_step, dt,
                          state.step * tokens_per_step,
@@ -198,11 +180,3 @@ def _run(cfg: TrainConfig, info: DistInfo) -> int:
         preempt.restore()
         metrics.close()
     return code
-
-
-def _maybe_inject_fault(step: int, info: DistInfo) -> None:
-    if not _KILL_STEP or step != _KILL_STEP:
-        return
-    rank = int(os.environ.get("TRAINYARD_FAULT_KILL_RANK", str(info.world_size - 1)))
-    if info.rank == rank and os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0":
-        os.kill(os.getpid(), signal.SIGKILL)
