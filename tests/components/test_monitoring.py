@@ -257,15 +257,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_training_sidecar_serves_the_last_step_of_the_jsonl(tmp_path):
-    metrics = tmp_path / "train.jsonl"
-    metrics.write_text(
-        json.dumps({"step": 10, "loss": 5.5, "tokens": 10240, "tokens_per_s": 51234.5,
-                    "mfu": None}) + "\n"
-        + json.dumps({"event": "checkpoint", "step": 10}) + "\n"
-        + json.dumps({"step": 20, "loss": 4.25, "tokens": 20480, "tokens_per_s": 60000.0,
-                      "mfu": 0.41}) + "\n"
-        + '{"step": 30, "loss": 4.1, "tok')  # a half-written line is skipped
+def scrape_sidecar(metrics):
+    """Run the runtime's train-metrics sidecar over `metrics` (a JSONL file) and scrape it once."""
     port = free_port()
     env = {"TRAIN_METRICS_FILE": str(metrics), "TRAIN_METRICS_PORT": str(port),
            "PATH": "/usr/bin:/bin"}
@@ -284,6 +277,19 @@ def test_training_sidecar_serves_the_last_step_of_the_jsonl(tmp_path):
         proc.terminate()
         proc.wait(timeout=10)
     samples = dict(ln.split(" ", 1) for ln in body.splitlines() if not ln.startswith("#"))
+    return body, samples
+
+
+def test_training_sidecar_serves_the_last_step_of_the_jsonl(tmp_path):
+    metrics = tmp_path / "train.jsonl"
+    metrics.write_text(
+        json.dumps({"step": 10, "loss": 5.5, "tokens": 10240, "tokens_per_s": 51234.5,
+                    "mfu": None}) + "\n"
+        + json.dumps({"event": "checkpoint", "step": 10}) + "\n"
+        + json.dumps({"step": 20, "loss": 4.25, "tokens": 20480, "tokens_per_s": 60000.0,
+                      "mfu": 0.41}) + "\n"
+        + '{"step": 30, "loss": 4.1, "tok')  # a half-written line is skipped
+    body, samples = scrape_sidecar(metrics)
     assert samples["trainyard_train_step"] == "20.0"
     assert samples["trainyard_train_loss"] == "4.25"
     assert samples["trainyard_train_tokens_per_second"] == "60000.0"
@@ -295,6 +301,15 @@ def test_training_sidecar_serves_the_last_step_of_the_jsonl(tmp_path):
         check = subprocess.run([PROMTOOL, "check", "metrics"], input=body, capture_output=True,
                                text=True)
         assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_training_sidecar_serves_vision_throughput(tmp_path):
+    metrics = tmp_path / "train.jsonl"
+    metrics.write_text(json.dumps({"step": 5, "loss": 1.5, "images": 640, "images_per_s": 812.5,
+                                   "mfu": None}) + "\n")
+    _, samples = scrape_sidecar(metrics)
+    assert samples["trainyard_train_images_per_second"] == "812.5"
+    assert samples["trainyard_train_images_total"] == "640.0"
 
 
 def test_monitoring_namespace_denies_ingress_except_within_and_the_operator_webhook(prod):
