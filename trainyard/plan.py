@@ -8,6 +8,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from trainyard.errors import UsageError
 from trainyard.synth import dump_plan, stack_name_from_file, synthesize
 
 
@@ -45,15 +46,21 @@ def stack_of(args) -> tuple[str, Path | None]:
 
 def run(args) -> int:
     stack, stack_file = stack_of(args)
+    to_file = args.json is not None and str(args.json) != "-"
+    if to_file and not args.json.resolve().parent.is_dir():  # fail before synthesizing
+        raise UsageError(f"{args.json}: cannot write: no directory {args.json.parent}")
     started = time.perf_counter()
     plan = synthesize(stack, stack_file)
     elapsed = time.perf_counter() - started
     if args.json is not None:
         text = dump_plan(plan)
-        if str(args.json) == "-":
+        if not to_file:
             sys.stdout.write(text)
         else:
-            args.json.write_text(text)
+            try:
+                args.json.write_text(text)
+            except OSError as e:
+                raise UsageError(f"{args.json}: cannot write: {e.strerror or e}") from None
     if not args.quiet and str(args.json) != "-":
         print(summarize(plan, elapsed))
         if args.json is not None:

@@ -64,3 +64,12 @@ def test_stack_file_and_stack_are_exclusive():
                         "--stack-file", "stacks/Pulumi.dev.yaml"], cwd=ROOT, capture_output=True,
                        text=True, timeout=60)
     assert r.returncode == 2 and "not allowed with" in r.stderr
+
+
+def test_unwritable_json_path_is_a_clear_error(tmp_path):
+    target = tmp_path / "missing" / "plan.json"
+    r = subprocess.run([sys.executable, "-m", "trainyard", "plan", "--stack", "dev",
+                        "--json", str(target)], cwd=ROOT, capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip() == f"error: {target}: cannot write: no directory {target.parent}"
