@@ -5,7 +5,9 @@ Checks, per instance type the stack uses: GPU count and memory, vCPUs, network c
 maximum agree with the catalog; every AZ a pool may use offers the type; capacity reservations
 exist in the AZ the config says. Also compares each pool's vCPU demand at max size with the
 regional quotas that gate GPU pools (Running On-Demand P instances L-417A185B, All P Spot
-Instance Requests L-7212CCBC) when Service Quotas answers.
+Instance Requests L-7212CCBC) when Service Quotas answers, and that every pinned EKS add-on
+version (components/data/addons.yaml, and the FSx CSI driver where FSx is on) is offered for
+the stack's Kubernetes version.
 """
 
 from __future__ import annotations
@@ -70,6 +72,40 @@ def vcpu_demand(cfg: StackConfig, catalog: Catalog) -> dict[str, int]:
     return demand
 
 
+def pinned_addons(cfg: StackConfig) -> dict[str, str]:
+    """Add-on name -> the exact version the stack installs. Pure."""
+    from components.addons import addon_pins
+    from components.fsx import FSX_CSI_ADDON, FSX_CSI_ADDON_VERSION
+
+    pins = {p.name: p.version for p in addon_pins(cfg.cluster.kubernetes_version)}
+    if cfg.storage.fsx.enabled:
+        pins[FSX_CSI_ADDON] = FSX_CSI_ADDON_VERSION
+    return pins
+
+
+def addon_findings(pins: dict[str, str], kubernetes_version: str, eks: Any) -> list[Finding]:
+    """Each pin against DescribeAddonVersions for the cluster's Kubernetes version."""
+    out = []
+    for name, version in sorted(pins.items()):
+        try:
+            offered = [v["addonVersion"]
+                       for page in eks.get_paginator("describe_addon_versions").paginate(
+                           addonName=name, kubernetesVersion=kubernetes_version)
+                       for addon in page["addons"] for v in addon["addonVersions"]]
+        except Exception as e:  # noqa: BLE001 - an API refusal is a failed check, shown as such
+            out.append(Finding("addon", name, False,
+                               f"could not list versions: {str(e).splitlines()[0]}"))
+            continue
+        ok = version in offered
+        detail = f"{version} for Kubernetes {kubernetes_version}"
+        if not ok:
+            detail += (f" is not offered (offered: {', '.join(offered[:3])}"
+                       f"{', ...' if len(offered) > 3 else ''})" if offered else
+                       " is not offered (no versions at all for this Kubernetes version)")
+        out.append(Finding("addon", name, ok, detail))
+    return out
+
+
 def run_checks(cfg: StackConfig, session: Any, catalog: Optional[Catalog] = None) -> list[Finding]:
     from botocore.config import Config
 
@@ -124,6 +160,9 @@ def run_checks(cfg: StackConfig, session: Any, catalog: Optional[Catalog] = None
         findings.append(Finding("reservation", pool.name,
                                 item.get("InstanceType") == pool.instance_types[0],
                                 f"{res.id} reserves {item.get('InstanceType')}"))
+
+    findings.extend(addon_findings(pinned_addons(cfg), cfg.cluster.kubernetes_version,
+                                   session.client("eks", config=retry)))
 
     quotas = session.client("service-quotas", config=retry)
     for bucket, need in vcpu_demand(cfg, catalog).items():

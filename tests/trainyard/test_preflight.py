@@ -5,7 +5,7 @@ import pytest
 from moto import mock_aws
 
 from components.catalog import load_catalog
-from trainyard.preflight import compare_instance, run_checks, vcpu_demand
+from trainyard.preflight import addon_findings, compare_instance, run_checks, vcpu_demand
 from trainyard.synth import load_config
 
 CATALOG = load_catalog()
@@ -62,3 +62,32 @@ def test_vcpu_demand_counts_p_family_only():
     demand = vcpu_demand(cfg, CATALOG)
     # a100: 16 x p4d (96 vCPUs); h100 is a Capacity Block (not counted); g pools are not P family
     assert demand == {"ON_DEMAND": 16 * 96, "SPOT": 0}
+
+
+def test_addon_pins_checked_against_describe_addon_versions():
+    from botocore.stub import Stubber
+
+    eks = boto3.client("eks", region_name="us-east-1", aws_access_key_id="x",
+                       aws_secret_access_key="x")
+    pins = {"coredns": "v1.12.1-eksbuild.2", "vpc-cni": "v1.99.0-eksbuild.1"}
+    with Stubber(eks) as stub:
+        stub.add_response("describe_addon_versions", {"addons": [{"addonName": "coredns",
+            "addonVersions": [{"addonVersion": "v1.12.1-eksbuild.2"}]}]},
+            {"addonName": "coredns", "kubernetesVersion": "1.33"})
+        stub.add_response("describe_addon_versions", {"addons": [{"addonName": "vpc-cni",
+            "addonVersions": [{"addonVersion": "v1.20.4-eksbuild.2"}]}]},
+            {"addonName": "vpc-cni", "kubernetesVersion": "1.33"})
+        found = {f.subject: f for f in addon_findings(pins, "1.33", eks)}
+    assert found["coredns"].ok
+    assert not found["vpc-cni"].ok
+    assert found["vpc-cni"].detail == ("v1.99.0-eksbuild.1 for Kubernetes 1.33 is not offered "
+                                       "(offered: v1.20.4-eksbuild.2)")
+
+
+def test_prod_pins_include_fsx_csi_driver():
+    from trainyard.preflight import pinned_addons
+
+    prod, dev = pinned_addons(load_config("prod")), pinned_addons(load_config("dev"))
+    assert "aws-fsx-csi-driver" in prod and "aws-fsx-csi-driver" not in dev
+    assert {"vpc-cni", "coredns", "kube-proxy", "eks-pod-identity-agent", "aws-ebs-csi-driver",
+            "aws-efs-csi-driver", "eks-node-monitoring-agent"} <= set(dev)
