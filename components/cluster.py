@@ -25,6 +25,7 @@ import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
 from components.addons import AddonPin, addon_configuration, addon_pins
+from components.aws_context import aws_context
 from components.config import SYSTEM_POOL_NAME, ClusterConfig
 from components.k8s_names import POOL_LABEL
 
@@ -185,9 +186,7 @@ class Cluster(pulumi.ComponentResource):
         self._name, self._args = name, args
         self.kubernetes_version = args.config.kubernetes_version
         self._child = pulumi.ResourceOptions(parent=self)
-        invoke = pulumi.InvokeOutputOptions(parent=self)
-        self._account = aws.get_caller_identity_output(opts=invoke).account_id
-        self._partition = aws.get_partition_output(opts=invoke).partition
+        self._account, _, self._partition = aws_context(self)
 
         self._create_iam()
         self._create_encryption_and_logs()

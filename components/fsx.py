@@ -20,6 +20,7 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
+from components.aws_context import aws_context
 from components.config import FsxConfig
 from components.identity import ClusterAttachment, cluster_arn, pod_identity_trust_policy
 from components.k8s_names import FSX_CLAIM
@@ -112,10 +113,7 @@ class LustreFileSystem(pulumi.ComponentResource):
         super().__init__("trainyard:index:LustreFileSystem", name, None, opts)
         self._name, self._args = name, args
         self._child = pulumi.ResourceOptions(parent=self)
-        invoke = pulumi.InvokeOutputOptions(parent=self)
-        self._account = aws.get_caller_identity_output(opts=invoke).account_id
-        self._region = aws.get_region_output(opts=invoke).region
-        self._partition = aws.get_partition_output(opts=invoke).partition
+        self._account, self._region, self._partition = aws_context(self)
         self._create_security_group()
         self._create_file_system()
         self._create_data_repository()

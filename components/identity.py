@@ -16,6 +16,7 @@ from typing import Optional
 import pulumi
 import pulumi_aws as aws
 
+from components.aws_context import aws_context
 from components.k8s_names import TRAINING_SERVICE_ACCOUNT
 
 POD_IDENTITY_SERVICE = "pods.eks.amazonaws.com"
@@ -126,10 +127,7 @@ class WorkloadIdentity(pulumi.ComponentResource):
         super().__init__("trainyard:index:WorkloadIdentity", name, None, opts)
         self._name, self._args = name, args
         self._child = pulumi.ResourceOptions(parent=self)
-        invoke = pulumi.InvokeOutputOptions(parent=self)
-        self._account = aws.get_caller_identity_output(opts=invoke).account_id
-        self._region = aws.get_region_output(opts=invoke).region
-        self._partition = aws.get_partition_output(opts=invoke).partition
+        self._account, self._region, self._partition = aws_context(self)
         self._create_role()
         self._create_associations()
         self.register_outputs({"roleArn": self.role_arn,

@@ -12,6 +12,7 @@ import pulumi
 import pulumi_aws as aws
 
 from components import netmath
+from components.aws_context import aws_context
 from components.config import NetworkConfig
 
 
@@ -150,7 +151,7 @@ class Network(pulumi.ComponentResource):
 
     def _create_endpoints(self) -> None:
         n, c = self._name, self._args.config
-        region = aws.get_region_output(opts=pulumi.InvokeOutputOptions(parent=self)).region
+        region = aws_context(self).region
         aws.ec2.VpcEndpoint(
             f"{n}-s3", vpc_id=self.vpc.id, vpc_endpoint_type="Gateway",
             service_name=region.apply(lambda r: f"com.amazonaws.{r}.s3"),
@@ -177,14 +178,11 @@ class Network(pulumi.ComponentResource):
 
     def _create_flow_logs(self) -> None:
         n, c = self._name, self._args.config
-        caller = aws.get_caller_identity_output(opts=pulumi.InvokeOutputOptions(parent=self))
-        region = aws.get_region_output(opts=pulumi.InvokeOutputOptions(parent=self))
-        partition = aws.get_partition_output(opts=pulumi.InvokeOutputOptions(parent=self))
+        ctx = aws_context(self)
         key = aws.kms.Key(
             f"{n}-flow-logs", description="Encrypts the VPC flow-log group",
             enable_key_rotation=True, deletion_window_in_days=30,
-            policy=pulumi.Output.all(caller.account_id, region.region, partition.partition)
-            .apply(lambda a: flow_log_key_policy(*a)),
+            policy=pulumi.Output.all(*ctx).apply(lambda a: flow_log_key_policy(*a)),
             tags=self._tags(f"{n}-flow-logs"), opts=self._child)
         group = aws.cloudwatch.LogGroup(
             f"{n}-flow-logs", retention_in_days=c.flow_log_retention_days, kms_key_id=key.arn,

@@ -16,6 +16,7 @@ from typing import Any, Optional
 import pulumi
 import pulumi_aws as aws
 
+from components.aws_context import aws_context
 from components.buckets import Buckets, BucketsArgs
 from components.config import StackConfig, StorageConfig
 from components.efs import SharedFileSystem, SharedFileSystemArgs
@@ -111,9 +112,7 @@ class Storage(pulumi.ComponentResource):
 
     def _create_key(self) -> None:
         n = self._name
-        invoke = pulumi.InvokeOutputOptions(parent=self)
-        account = aws.get_caller_identity_output(opts=invoke).account_id
-        partition = aws.get_partition_output(opts=invoke).partition
+        account, _, partition = aws_context(self)
         self.key = aws.kms.Key(
             f"{n}-key", description="Encrypts training data: S3 buckets, EFS and FSx",
             enable_key_rotation=True, deletion_window_in_days=30,
