@@ -71,6 +71,22 @@ def run_train(args: list[str], env: dict[str, str], nproc: int = 0, max_restarts
                           timeout=timeout)
 
 
+def run_module(module: str, args: list[str], cache_dir: Path,
+               timeout: int = 120) -> subprocess.CompletedProcess:
+    """``python -m MODULE ARGS`` from the repository root, with ``base_env(cache_dir)``."""
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, text=True,
+                          capture_output=True, env=base_env(cache_dir), timeout=timeout)
+
+
+def assert_config_error(proc: subprocess.CompletedProcess, flag: str, message: str) -> None:
+    """Bad configuration: exit 2, one stderr line naming ``flag`` and ``message``, nothing else."""
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert flag in lines[0] and message in lines[0]
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
+
+
 def read_metrics(path: Path) -> tuple[dict[int, dict], list[dict]]:
     """(last record per step, events) from a metrics JSONL file."""
     steps, events = {}, []
@@ -218,4 +234,5 @@ def wl():
     from types import SimpleNamespace
 
     return SimpleNamespace(run_train=run_train, read_metrics=read_metrics, base_env=base_env,
+                           run_module=run_module, assert_config_error=assert_config_error,
                            TINY=TINY, REPO=REPO)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
@@ -23,23 +21,13 @@ BAD = [
 ]
 
 
-def _run(module: str, args: list[str], wl, cache_dir) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=wl.REPO, text=True,
-                          capture_output=True, env=wl.base_env(cache_dir), timeout=120)
-
-
 @pytest.mark.parametrize(("args", "flag", "message"), BAD, ids=[" ".join(a) for a, _, _ in BAD])
 def test_bad_configuration_exits_2_with_one_line(args, flag, message, wl, cache_dir):
-    proc = _run("workloads.llm.train", args, wl, cache_dir)
-    assert proc.returncode == 2, proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, proc.stderr
-    assert flag in lines[0] and message in lines[0]
-    assert "Traceback" not in proc.stderr and proc.stdout == ""
+    wl.assert_config_error(wl.run_module("workloads.llm.train", args, cache_dir), flag, message)
 
 
 def test_data_dir_without_manifest_exits_2(tmp_path, wl, cache_dir):
-    proc = _run("workloads.llm.train", ["--data", str(tmp_path)], wl, cache_dir)
+    proc = wl.run_module("workloads.llm.train", ["--data", str(tmp_path)], cache_dir)
     assert proc.returncode == 2
     assert "--data" in proc.stderr and "no readable manifest.json" in proc.stderr
 
@@ -47,7 +35,7 @@ def test_data_dir_without_manifest_exits_2(tmp_path, wl, cache_dir):
 def test_checkpoint_dir_that_is_a_file_exits_2(tmp_path, wl, cache_dir):
     f = tmp_path / "file"
     f.write_text("x")
-    proc = _run("workloads.llm.train", ["--checkpoint-dir", str(f)], wl, cache_dir)
+    proc = wl.run_module("workloads.llm.train", ["--checkpoint-dir", str(f)], cache_dir)
     assert proc.returncode == 2 and "--checkpoint-dir" in proc.stderr
 
 
@@ -56,12 +44,12 @@ def test_help_shows_laptop_and_cluster_commands(wl, cache_dir):
 
     assert "torchrun --nproc-per-node" in train.__doc__
     assert "trainyard job render llm" in train.__doc__
-    proc = _run("workloads.llm.train", ["--help"], wl, cache_dir)
+    proc = wl.run_module("workloads.llm.train", ["--help"], cache_dir)
     assert proc.returncode == 0 and "--checkpoint-every" in proc.stdout
 
 
 def test_bench_prints_one_json_line_on_cpu(wl, cache_dir):
-    proc = _run("workloads.llm.bench", ["--steps", "3", "--warmup", "1"], wl, cache_dir)
+    proc = wl.run_module("workloads.llm.bench", ["--steps", "3", "--warmup", "1"], cache_dir)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.strip().splitlines()
     assert len(lines) == 1
@@ -72,7 +60,7 @@ def test_bench_prints_one_json_line_on_cpu(wl, cache_dir):
 
 
 def test_bench_bad_preset_exits_2(wl, cache_dir):
-    proc = _run("workloads.llm.bench", ["--preset", "nope"], wl, cache_dir)
+    proc = wl.run_module("workloads.llm.bench", ["--preset", "nope"], cache_dir)
     assert proc.returncode == 2 and "--preset" in proc.stderr
 
 
@@ -82,13 +70,13 @@ def test_prepare_writes_shards_and_manifest(tmp_path, wl, cache_dir):
     (src / "a.txt").write_text("hello world\n" * 100)
     (src / "b.txt").write_text("héllo\n")
     out = tmp_path / "shards"
-    proc = _run("workloads.llm.prepare", ["--out", str(out), "--source", str(src),
-                                          "--shard-tokens", "500"], wl, cache_dir)
+    proc = wl.run_module("workloads.llm.prepare", ["--out", str(out), "--source", str(src),
+                                          "--shard-tokens", "500"], cache_dir)
     assert proc.returncode == 0, proc.stderr
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["tokenizer"] == "bytes" and manifest["dtype"] == "uint16"
     assert manifest["total_tokens"] == 1200 + 1 + len("héllo\n".encode()) + 1
     assert sum(s["tokens"] for s in manifest["shards"]) == manifest["total_tokens"]
     assert len(manifest["shards"]) == 2  # shards end on document boundaries
-    again = _run("workloads.llm.prepare", ["--out", str(out)], wl, cache_dir)
+    again = wl.run_module("workloads.llm.prepare", ["--out", str(out)], cache_dir)
     assert again.returncode == 2 and "already exists" in again.stderr

@@ -4,8 +4,6 @@ the benchmark prints one JSON line; the docstring carries the laptop and cluster
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
@@ -26,19 +24,9 @@ BAD = [
 ]
 
 
-def _run(module: str, args: list[str], wl, tmp_path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=wl.REPO, text=True,
-                          capture_output=True, env=wl.base_env(tmp_path), timeout=60)
-
-
 @pytest.mark.parametrize(("args", "flag", "message"), BAD, ids=[" ".join(a) for a, _, _ in BAD])
 def test_bad_configuration_exits_2_with_one_line(args, flag, message, wl, tmp_path):
-    proc = _run("workloads.vision.train", args, wl, tmp_path)
-    assert proc.returncode == 2, proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, proc.stderr
-    assert flag in lines[0] and message in lines[0]
-    assert "Traceback" not in proc.stderr and proc.stdout == ""
+    wl.assert_config_error(wl.run_module("workloads.vision.train", args, tmp_path), flag, message)
 
 
 def test_shards_of_the_wrong_size_exit_2(tmp_path, wl):
@@ -47,7 +35,7 @@ def test_shards_of_the_wrong_size_exit_2(tmp_path, wl):
     from workloads.vision.data import write_shards
 
     write_shards(tmp_path / "s", np.zeros((4, 16, 16, 3), np.uint8), np.zeros(4, np.int64), 10)
-    proc = _run("workloads.vision.train", ["--data", str(tmp_path / "s")], wl, tmp_path)
+    proc = wl.run_module("workloads.vision.train", ["--data", str(tmp_path / "s")], tmp_path)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1
     assert "holds 16x16 images, the model trains at 32x32" in proc.stderr
 
@@ -57,7 +45,7 @@ def test_docstring_has_laptop_and_cluster_commands(wl, tmp_path):
 
     assert "torchrun --nproc-per-node 2 -m workloads.vision.train" in train.__doc__
     assert "trainyard job render vision" in train.__doc__
-    proc = _run("workloads.vision.train", ["--help"], wl, tmp_path)
+    proc = wl.run_module("workloads.vision.train", ["--help"], tmp_path)
     assert proc.returncode == 0 and "--checkpoint-every" in proc.stdout
 
 
@@ -75,7 +63,7 @@ def test_bench_prints_one_json_line_on_cpu(capsys):
 
 
 def test_bench_bad_preset_exits_2(wl, tmp_path):
-    proc = _run("workloads.vision.bench", ["--preset", "nope"], wl, tmp_path)
+    proc = wl.run_module("workloads.vision.bench", ["--preset", "nope"], tmp_path)
     assert proc.returncode == 2 and "--preset" in proc.stderr and "Traceback" not in proc.stderr
 
 

@@ -2,7 +2,8 @@
 
 Torch-free on purpose: the CLI validates every flag (and exits 2 on a bad one) before paying for
 ``import torch``. Each field's docstring states its default; ``TrainConfig.__post_init__``
-checks values, ``check_inputs()`` checks paths; both raise ``ConfigError`` naming the flag.
+checks values, ``check_inputs()`` checks paths; both raise ``ConfigError`` naming the flag. The
+run fields and their checks come from ``workloads.common.config.RunConfig``.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ import os
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
-from workloads.common.cli import ConfigError, parse_s3_url
+from workloads.common.cli import ConfigError
+from workloads.common.config import RunConfig, check_non_negative, check_positive, check_s3
 
 
 @dataclass(frozen=True)
@@ -81,28 +83,15 @@ PRESETS: dict[str, Preset] = {
 
 
 @dataclass(frozen=True)
-class TrainConfig:
-    """Everything ``python -m workloads.llm.train`` accepts; field ``x_y`` is flag ``--x-y``."""
+class TrainConfig(RunConfig):
+    """Everything ``python -m workloads.llm.train`` accepts; field ``x_y`` is flag ``--x-y``.
+    The run fields (steps, seed, checkpoints, metrics, compile, device) are ``RunConfig``'s."""
 
     preset: str = "tiny"
     """Model size: one of PRESETS (default tiny)."""
-    max_steps: int = 200
-    """Optimizer steps to train for; the cosine schedule ends here (default 200)."""
-    seed: int = 0
-    """Seed for weights, data order and dropout (default 0)."""
     data: str | None = None
     """Token shards: a directory or s3://bucket/prefix written by ``workloads.llm.prepare``, or
     "synthetic" (random tokens). Default: the Python stdlib corpus, prepared on first use."""
-    checkpoint_dir: str | None = None
-    """Directory, EFS/FSx mount or s3://bucket/prefix; resumed automatically (default: none)."""
-    checkpoint_every: int = 100
-    """Save every K steps, and always at the last step and on SIGTERM (default 100)."""
-    keep_last: int = 3
-    """Complete checkpoints to keep (default 3)."""
-    async_checkpoint: bool | None = None
-    """Write checkpoints in the background (dcp.async_save; default: on with CUDA, off on CPU)."""
-    metrics_file: str | None = None
-    """JSONL metrics path, appended to across restarts (default: none, stdout only)."""
     micro_batch_size: int | None = None
     """Sequences per rank per micro-step (default: the preset's)."""
     seq_len: int | None = None
@@ -119,43 +108,23 @@ class TrainConfig:
     """AdamW decoupled weight decay on matrices (default 0.1)."""
     grad_clip: float = 1.0
     """Global gradient-norm clip; 0 disables (default 1.0)."""
-    compile: bool | None = None
-    """torch.compile the blocks (default: on with CUDA, off on CPU)."""
-    device: str = "auto"
-    """auto (CUDA if present), cuda or cpu (default auto)."""
-    log_every: int = 10
-    """Print a human progress line every N steps (default 10)."""
 
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
             raise ConfigError("--preset", f"unknown preset {self.preset!r} "
                                           f"(choose from {', '.join(PRESETS)})")
-        positive = ("max_steps", "checkpoint_every", "keep_last", "grad_accum", "log_every",
-                    "micro_batch_size", "seq_len", "lr")
-        for name in positive:
-            value = getattr(self, name)
-            if value is not None and value <= 0:
-                raise ConfigError(_flag(name), f"must be > 0, got {value}")
-        for name in ("seed", "warmup_steps", "weight_decay", "grad_clip"):
-            value = getattr(self, name)
-            if value is not None and value < 0:
-                raise ConfigError(_flag(name), f"must be >= 0, got {value}")
+        super().__post_init__()
+        check_positive(self, ("grad_accum", "micro_batch_size", "seq_len", "lr"))
+        check_non_negative(self, ("warmup_steps", "weight_decay", "grad_clip"))
         if not 0.0 <= self.min_lr_ratio <= 1.0:
             raise ConfigError("--min-lr-ratio", f"must be in [0, 1], got {self.min_lr_ratio}")
         if self.seq_len is not None and self.seq_len > PRESETS[self.preset].model.seq_len:
             raise ConfigError("--seq-len", f"{self.seq_len} exceeds the {self.preset} preset's "
                                            f"context of {PRESETS[self.preset].model.seq_len}")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise ConfigError("--device", f"must be auto, cpu or cuda, got {self.device!r}")
-        for name in ("data", "checkpoint_dir"):
-            value = getattr(self, name)
-            if value is not None and value.startswith("s3:"):
-                if not value.startswith("s3://"):
-                    raise ConfigError(_flag(name), f"{value!r} is not an s3:// URL")
-                parse_s3_url(value, _flag(name))
+        check_s3(self.data, "--data")
 
     def check_inputs(self) -> None:
-        """Filesystem checks: the data must be readable, the checkpoint dir creatable."""
+        """Filesystem checks: the data must be readable (then ``RunConfig``'s checks)."""
         if self.data and self.data != "synthetic" and not self.data.startswith("s3://"):
             path = Path(self.data)
             manifest = path / "manifest.json"
@@ -164,12 +133,7 @@ class TrainConfig:
             if not manifest.is_file() or not os.access(manifest, os.R_OK):
                 raise ConfigError("--data", f"{self.data!r} has no readable manifest.json "
                                             "(build one with python -m workloads.llm.prepare)")
-        if self.checkpoint_dir and not self.checkpoint_dir.startswith("s3://"):
-            path = Path(self.checkpoint_dir)
-            if path.exists() and not path.is_dir():
-                raise ConfigError("--checkpoint-dir", f"{self.checkpoint_dir!r} is not a directory")
-        if self.metrics_file and Path(self.metrics_file).is_dir():
-            raise ConfigError("--metrics-file", f"{self.metrics_file!r} is a directory")
+        super().check_inputs()
 
     # ----- resolved values (preset defaults applied) -----
     @property
@@ -190,10 +154,6 @@ class TrainConfig:
         if self.warmup_steps is not None:
             return self.warmup_steps
         return min(PRESETS[self.preset].warmup_steps, self.max_steps // 10)
-
-
-def _flag(field_name: str) -> str:
-    return "--" + field_name.replace("_", "-")
 
 
 FIELDS = {f.name for f in fields(TrainConfig)}

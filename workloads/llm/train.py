@@ -29,7 +29,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from workloads.common.cli import ArgumentParser, ConfigError, die
+from workloads.common.cli import ArgumentParser
+from workloads.common.config import add_run_args
 from workloads.llm.config import PRESETS, TrainConfig
 
 PROG = "python -m workloads.llm.train"
@@ -40,17 +41,8 @@ def build_parser() -> ArgumentParser:
     p = ArgumentParser(prog=PROG, description=__doc__.split("\n")[0],
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default=d.preset, help=f"model size: {', '.join(PRESETS)}")
-    p.add_argument("--max-steps", type=int, default=d.max_steps, help="optimizer steps")
-    p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--data", help="shard dir, s3://bucket/prefix or 'synthetic' "
                                   "(default: the Python stdlib corpus, byte tokens)")
-    p.add_argument("--checkpoint-dir", help="directory or s3://bucket/prefix; resumed if present")
-    p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every, metavar="K")
-    p.add_argument("--keep-last", type=int, default=d.keep_last, metavar="K",
-                   help="complete checkpoints kept")
-    p.add_argument("--async-checkpoint", action=argparse.BooleanOptionalAction, default=None,
-                   help="background checkpoint writes (default: on with CUDA, off on CPU)")
-    p.add_argument("--metrics-file", help="JSONL metrics (appended)")
     p.add_argument("--micro-batch-size", type=int, help="sequences per rank per micro-step")
     p.add_argument("--seq-len", type=int, help="context length (<= the preset's)")
     p.add_argument("--grad-accum", type=int, default=d.grad_accum)
@@ -59,22 +51,13 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--warmup-steps", type=int)
     p.add_argument("--weight-decay", type=float, default=d.weight_decay)
     p.add_argument("--grad-clip", type=float, default=d.grad_clip, help="0 disables")
-    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
-                   help="torch.compile (default: on with CUDA, off on CPU)")
-    p.add_argument("--device", default=d.device, help="auto, cuda or cpu")
-    p.add_argument("--log-every", type=int, default=d.log_every)
+    add_run_args(p, d)
     return p
 
 
 def parse_config(argv: list[str] | None = None) -> TrainConfig:
     """Flags -> validated TrainConfig; exits 2 with one line on stderr for bad input."""
-    args = build_parser().parse_args(argv)
-    try:
-        cfg = TrainConfig(**vars(args))
-        cfg.check_inputs()
-    except ConfigError as e:
-        die(f"{PROG}: error: {e}")
-    return cfg
+    return TrainConfig.from_flags(PROG, **vars(build_parser().parse_args(argv)))
 
 
 def main(argv: list[str] | None = None) -> int:

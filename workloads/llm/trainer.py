@@ -1,22 +1,18 @@
 """The training loop: build, resume, step, checkpoint, stop on SIGTERM.
 
-``run(cfg)`` returns the process exit code (see ``workloads.common.cli``). The per-step
-bookkeeping costs one small all-reduce of [loss, grad-norm, stop-requested, checkpoint-ready]:
-it averages the loss across ranks and makes every rank agree on *when* to stop and when an
-async checkpoint can be committed.
+``run(cfg)`` returns the process exit code (see ``workloads.common.cli``). The loop itself
+(resume, checkpoints, SIGTERM) is ``workloads.common.loop.train_loop``; its per-step all-reduce
+carries [loss, grad-norm] here, averaged across ranks for the metrics.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import torch
-import torch.distributed as dist
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
-from workloads.common.checkpoint import CheckpointStore, restore_rng_state, rng_state_blob
-from workloads.common.cli import EXIT_OK, EXIT_PREEMPTED
+from workloads.common.checkpoint import restore_rng_state, rng_state_blob
 from workloads.common.dist import (
     DistInfo,
     print0,
@@ -24,9 +20,9 @@ from workloads.common.dist import (
     setup_distributed,
     teardown_distributed,
 )
+from workloads.common.loop import train_loop
 from workloads.common.metrics import MetricsLogger
 from workloads.common.mfu import flops_per_token, mfu, peak_tflops
-from workloads.common.preemption import PreemptionFlag, maybe_inject_fault
 from workloads.llm.config import TrainConfig
 from workloads.llm.data import ShardLoader, SyntheticLoader, resolve_data
 from workloads.llm.model import GPT
@@ -125,58 +121,12 @@ def _run(cfg: TrainConfig, info: DistInfo) -> int:
     print0(f"llm: preset {cfg.preset} ({b.model.num_params() / 1e6:.2f}M non-embedding params), "
            f"world {info.world_size} on {info.device.type}, seq {mcfg.seq_len}, micro-batch "
            f"{cfg.batch_size} x accum {cfg.grad_accum}, {cfg.max_steps} steps")
-    store = None
-    if cfg.checkpoint_dir:
-        use_async = cfg.async_checkpoint
-        if use_async is None:
-            use_async = info.device.type == "cuda"
-        # Checkpoint coordination gets its own gloo group: an async save's collectives run in a
-        # background thread and must never interleave with training's on the same group.
-        group = dist.new_group(backend="gloo") if info.distributed else None
-        store = CheckpointStore(cfg.checkpoint_dir, info, cfg.keep_last, use_async, group)
-        resumed = store.load({"train": state}, log=print0)
-        if resumed is not None:
-            print0(f"llm: resumed from {cfg.checkpoint_dir} at step {state.step}")
-            metrics.event("resume", step=state.step)
-    preempt = PreemptionFlag()
     tokens_per_step = info.world_size * cfg.batch_size * cfg.grad_accum * mcfg.seq_len
-    code = EXIT_OK
-    try:
-        while state.step < cfg.max_steps:
-            t0 = time.perf_counter()
-            loss_sum, norm = train_step(b, cfg, state.step + 1)
-            state.step += 1
-            ready = store.ready() if store else True
-            flags = torch.stack([loss_sum.float(), norm.float().to(loss_sum.device),
-                                 torch.tensor(float(preempt.requested), device=loss_sum.device),
-                                 torch.tensor(float(ready), device=loss_sum.device)])
-            if info.distributed:
-                dist.all_reduce(flags)
-            loss, grad_norm, stop, n_ready = flags.tolist()
-            dt = time.perf_counter() - t0
-            maybe_inject_fault(state.step, info.rank, info.world_size)
-            metrics.step(state.step, loss / info.world_size, lr_at(state.step, cfg),
-                         grad_norm / info.world_size, tokens_per_step, dt,
-                         state.step * tokens_per_step,
-                         mfu(tokens_per_step / dt, b.flops_per_token, info.world_size, b.peak))
-            if store and n_ready == info.world_size:
-                store.finalize()
-            last = state.step == cfg.max_steps
-            if store and (state.step % cfg.checkpoint_every == 0 or last or stop):
-                store.save({"train": state}, state.step)
-                metrics.event("checkpoint", step=state.step)
-            if stop:
-                print0(f"llm: {preempt.signal_name} received: stopped after step {state.step}"
-                       + (", checkpoint saved" if store else ", no --checkpoint-dir to save to"))
-                metrics.event("preempted", step=state.step, exit_code=EXIT_PREEMPTED)
-                code = EXIT_PREEMPTED
-                break
-        if store:
-            store.close()
-        if code == EXIT_OK:
-            metrics.event("done", step=state.step)
-            print0(f"llm: done at step {state.step}")
-    finally:
-        preempt.restore()
-        metrics.close()
-    return code
+
+    def log(step: int, sums: list[float], dt: float) -> None:
+        loss, grad_norm = sums
+        metrics.step(step, loss / info.world_size, lr_at(step, cfg), grad_norm / info.world_size,
+                     tokens_per_step, dt, step * tokens_per_step,
+                     mfu(tokens_per_step / dt, b.flops_per_token, info.world_size, b.peak))
+
+    return train_loop(cfg, info, state, metrics, "llm", lambda n: train_step(b, cfg, n), log)

@@ -24,10 +24,10 @@ Output (one line, rank 0)::
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
-from workloads.common.cli import ArgumentParser, ConfigError, die
+from workloads.common.bench import parse_bench_args, print_result
+from workloads.common.cli import ArgumentParser
 from workloads.vision.config import PRECISIONS, PRESETS, TrainConfig
 
 PROG = "python -m workloads.vision.bench"
@@ -36,40 +36,23 @@ PROG = "python -m workloads.vision.bench"
 def parse(argv: list[str] | None) -> tuple[TrainConfig, int, int]:
     p = ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
     p.add_argument("--preset", help=f"{', '.join(PRESETS)} (default: tiny on CPU, resnet50 on GPU)")
-    p.add_argument("--steps", type=int, default=30, help="timed steps (default 30)")
-    p.add_argument("--warmup", type=int, default=10, help="untimed steps first (default 10)")
     p.add_argument("--batch-size", type=int, help="images per rank (default: the preset's)")
     p.add_argument("--image-size", type=int)
     p.add_argument("--precision", default="auto", help=", ".join(PRECISIONS))
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--device", default="auto")
-    args = p.parse_args(argv)
-    if args.steps <= 0:
-        die(f"{PROG}: error: --steps: must be > 0, got {args.steps}")
-    if args.warmup < 0:
-        die(f"{PROG}: error: --warmup: must be >= 0, got {args.warmup}")
-    preset = args.preset
-    if preset is None:
-        import torch
-
-        preset = "resnet50" if args.device != "cpu" and torch.cuda.is_available() else "tiny"
-    try:
-        cfg = TrainConfig(preset=preset, max_steps=args.warmup + args.steps, data="synthetic",
-                          batch_size=args.batch_size, image_size=args.image_size,
-                          precision=args.precision, channels_last=args.channels_last,
-                          compile=args.compile, device=args.device)
-    except ConfigError as e:
-        die(f"{PROG}: error: {e}")
+    args = parse_bench_args(p, argv, steps=30, warmup=10, gpu_preset="resnet50")
+    cfg = TrainConfig.from_flags(PROG, preset=args.preset, max_steps=args.warmup + args.steps,
+                                 data="synthetic", batch_size=args.batch_size,
+                                 image_size=args.image_size, precision=args.precision,
+                                 channels_last=args.channels_last, compile=args.compile,
+                                 device=args.device)
     return cfg, args.warmup, args.steps
 
 
 def measure(cfg: TrainConfig, warmup: int, steps: int) -> dict | None:
-    import resource
-    import time
-
-    import torch
-
+    from workloads.common.bench import record, time_steps
     from workloads.common.dist import setup_distributed, teardown_distributed
     from workloads.common.mfu import mfu
     from workloads.vision.trainer import build, train_step
@@ -78,51 +61,25 @@ def measure(cfg: TrainConfig, warmup: int, steps: int) -> dict | None:
     try:
         b = build(cfg, info)
         cuda = info.device.type == "cuda"
-        sync = torch.cuda.synchronize if cuda else (lambda: None)
-        for step in range(1, warmup + 1):
-            train_step(b, cfg, step, info)
-        sync()
-        if cuda:
-            torch.cuda.reset_peak_memory_stats()
-        t0 = time.perf_counter()
-        for step in range(warmup + 1, warmup + steps + 1):
-            loss, _, _ = train_step(b, cfg, step, info)
-        loss_value = float(loss)  # forces completion of the last step
-        sync()
-        elapsed = time.perf_counter() - t0
-        ips = steps * info.world_size * cfg.batch / elapsed
-        if cuda:
-            peak_mem, mem_source = torch.cuda.max_memory_allocated() / 2**30, "cuda_max_allocated"
-        else:  # whole-process high-water mark (KiB on Linux)
-            peak_mem = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-            mem_source = "process_max_rss"
+        t = time_steps(lambda n: train_step(b, cfg, n, info)[0], warmup, steps, cuda)
+        ips = steps * info.world_size * cfg.batch / t.elapsed_s
         mcfg = cfg.model
-        result = {
-            "preset": cfg.preset, "device": info.device.type,
-            "gpu": torch.cuda.get_device_name(info.device) if cuda else None,
-            "world_size": info.world_size, "batch_size": cfg.batch,
-            "image_size": mcfg.image_size, "precision": b.precision,
+        result = record(cfg.preset, info, t, {
+            "batch_size": cfg.batch, "image_size": mcfg.image_size, "precision": b.precision,
             "channels_last": b.channels_last, "compile": b.compiled, "steps": steps,
-            "step_time_s": elapsed / steps, "images_per_s": ips,
+            "step_time_s": t.elapsed_s / steps, "images_per_s": ips,
             "images_per_s_per_gpu": ips / info.world_size if cuda else None,
             "params": b.model.num_params(), "forward_gmacs_per_image": mcfg.forward_macs() / 1e9,
             "train_flops_per_image": b.flops_per_image, "peak_tflops": b.peak,
             "mfu": mfu(ips, b.flops_per_image, info.world_size, b.peak),
-            "peak_mem_gib": peak_mem, "peak_mem_source": mem_source,
-            "final_loss": loss_value, "torch": torch.__version__,
-            "cpu_threads": None if cuda else torch.get_num_threads(),
-        }
+        })
         return result if info.is_main else None
     finally:
         teardown_distributed()
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg, warmup, steps = parse(argv)
-    result = measure(cfg, warmup, steps)
-    if result is not None:
-        print(json.dumps(result), flush=True)
-    return 0
+    return print_result(measure(*parse(argv)))
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
 Torch-free on purpose, like ``workloads.llm.config``: the CLI validates every flag (and exits 2
 on a bad one) before paying for ``import torch``. Each field's docstring states its default;
 ``TrainConfig.__post_init__`` checks values, ``check_inputs()`` checks paths; both raise
-``ConfigError`` naming the flag.
+``ConfigError`` naming the flag. The run fields and their checks come from
+``workloads.common.config.RunConfig``.
 """
 
 from __future__ import annotations
@@ -12,7 +13,14 @@ import json
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
-from workloads.common.cli import ConfigError, parse_s3_url
+from workloads.common.cli import ConfigError
+from workloads.common.config import (
+    RunConfig,
+    check_non_negative,
+    check_positive,
+    check_s3,
+    flag,
+)
 
 BLOCKS = ("basic", "bottleneck")
 STEMS = ("imagenet", "small")
@@ -129,28 +137,15 @@ PRESETS: dict[str, Preset] = {
 
 
 @dataclass(frozen=True)
-class TrainConfig:
-    """Everything ``python -m workloads.vision.train`` accepts; field ``x_y`` is flag ``--x-y``."""
+class TrainConfig(RunConfig):
+    """Everything ``python -m workloads.vision.train`` accepts; field ``x_y`` is flag ``--x-y``.
+    The run fields (steps, seed, checkpoints, metrics, compile, device) are ``RunConfig``'s."""
 
     preset: str = "tiny"
     """Model: one of PRESETS (default tiny)."""
-    max_steps: int = 200
-    """Optimizer steps to train for; the cosine schedule ends here (default 200)."""
-    seed: int = 0
-    """Seed for weights, data order and augmentation (default 0)."""
     data: str = "synthetic"
     """``synthetic`` (generated class-structured images, no I/O) or a directory / s3://bucket/prefix
     of uint8 .npy shards (see ``workloads.vision.data``). Default synthetic."""
-    checkpoint_dir: str | None = None
-    """Directory, EFS/FSx mount or s3://bucket/prefix; resumed automatically (default: none)."""
-    checkpoint_every: int = 100
-    """Save every K steps, and always at the last step and on SIGTERM (default 100)."""
-    keep_last: int = 3
-    """Complete checkpoints to keep (default 3)."""
-    async_checkpoint: bool | None = None
-    """Write checkpoints in the background (dcp.async_save; default: on with CUDA, off on CPU)."""
-    metrics_file: str | None = None
-    """JSONL metrics path, appended to across restarts (default: none, stdout only)."""
     batch_size: int | None = None
     """Images per rank per step (default: the preset's)."""
     image_size: int | None = None
@@ -173,57 +168,33 @@ class TrainConfig:
     """auto (bf16 autocast on CUDA, fp32 on CPU), bf16, fp16 (autocast + GradScaler) or fp32."""
     channels_last: bool | None = None
     """NHWC memory format for the model and inputs (default: on with CUDA, off on CPU)."""
-    compile: bool | None = None
-    """torch.compile the model (default: on with CUDA, off on CPU)."""
-    device: str = "auto"
-    """auto (CUDA if present), cuda or cpu (default auto)."""
-    log_every: int = 10
-    """Print a human progress line every N steps (default 10)."""
 
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
             raise ConfigError("--preset", f"unknown preset {self.preset!r} "
                                           f"(choose from {', '.join(PRESETS)})")
-        for name in ("max_steps", "checkpoint_every", "keep_last", "log_every", "batch_size",
-                     "lr"):
-            value = getattr(self, name)
-            if value is not None and value <= 0:
-                raise ConfigError(_flag(name), f"must be > 0, got {value}")
-        for name in ("seed", "warmup_steps", "weight_decay"):
-            value = getattr(self, name)
-            if value is not None and value < 0:
-                raise ConfigError(_flag(name), f"must be >= 0, got {value}")
+        super().__post_init__()
+        check_positive(self, ("batch_size", "lr"))
+        check_non_negative(self, ("warmup_steps", "weight_decay"))
         if self.image_size is not None and self.image_size < 8:
             raise ConfigError("--image-size", f"must be >= 8, got {self.image_size}")
         for name in ("min_lr_ratio", "label_smoothing"):
             if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ConfigError(_flag(name), f"must be in [0, 1], got {getattr(self, name)}")
+                raise ConfigError(flag(name), f"must be in [0, 1], got {getattr(self, name)}")
         if not 0.0 <= self.momentum < 1.0:
             raise ConfigError("--momentum", f"must be in [0, 1), got {self.momentum}")
         if self.precision not in PRECISIONS:
             raise ConfigError("--precision", f"must be one of {', '.join(PRECISIONS)}, got "
                                              f"{self.precision!r}")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise ConfigError("--device", f"must be auto, cpu or cuda, got {self.device!r}")
-        for name in ("data", "checkpoint_dir"):
-            value = getattr(self, name)
-            if value is not None and value.startswith("s3:"):
-                if not value.startswith("s3://"):
-                    raise ConfigError(_flag(name), f"{value!r} is not an s3:// URL")
-                parse_s3_url(value, _flag(name))
+        check_s3(self.data, "--data")
         if not self.data:
             raise ConfigError("--data", "must be 'synthetic', a directory or s3://bucket/prefix")
 
     def check_inputs(self) -> None:
-        """Filesystem checks: local shards readable and matching, the checkpoint dir creatable."""
+        """Filesystem checks: local shards readable and matching (then ``RunConfig``'s checks)."""
         if self.data != "synthetic" and not self.data.startswith("s3://"):
             check_manifest(Path(self.data), self.model.image_size, self.model.num_classes)
-        if self.checkpoint_dir and not self.checkpoint_dir.startswith("s3://"):
-            path = Path(self.checkpoint_dir)
-            if path.exists() and not path.is_dir():
-                raise ConfigError("--checkpoint-dir", f"{self.checkpoint_dir!r} is not a directory")
-        if self.metrics_file and Path(self.metrics_file).is_dir():
-            raise ConfigError("--metrics-file", f"{self.metrics_file!r} is a directory")
+        super().check_inputs()
 
     # ----- resolved values (preset defaults applied) -----
     @property
@@ -264,10 +235,6 @@ def check_manifest(root: Path, image_size: int, num_classes: int) -> dict:
         raise ConfigError("--data", f"{str(root)!r} has {classes} classes, the model "
                                     f"{num_classes} outputs")
     return meta
-
-
-def _flag(field_name: str) -> str:
-    return "--" + field_name.replace("_", "-")
 
 
 FIELDS = {f.name for f in fields(TrainConfig)}

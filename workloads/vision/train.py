@@ -31,7 +31,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from workloads.common.cli import ArgumentParser, ConfigError, die
+from workloads.common.cli import ArgumentParser
+from workloads.common.config import add_run_args
 from workloads.vision.config import PRECISIONS, PRESETS, TrainConfig
 
 PROG = "python -m workloads.vision.train"
@@ -42,18 +43,9 @@ def build_parser() -> ArgumentParser:
     p = ArgumentParser(prog=PROG, description=__doc__.split("\n")[0],
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default=d.preset, help=f"model: {', '.join(PRESETS)}")
-    p.add_argument("--max-steps", type=int, default=d.max_steps, help="optimizer steps")
-    p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--data", default=d.data,
                    help="'synthetic' (default; generated, not real images), or a directory or "
                         "s3://bucket/prefix of .npy shards (python -m workloads.vision.prepare)")
-    p.add_argument("--checkpoint-dir", help="directory or s3://bucket/prefix; resumed if present")
-    p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every, metavar="K")
-    p.add_argument("--keep-last", type=int, default=d.keep_last, metavar="K",
-                   help="complete checkpoints kept")
-    p.add_argument("--async-checkpoint", action=argparse.BooleanOptionalAction, default=None,
-                   help="background checkpoint writes (default: on with CUDA, off on CPU)")
-    p.add_argument("--metrics-file", help="JSONL metrics (appended)")
     p.add_argument("--batch-size", type=int, help="images per rank per step")
     p.add_argument("--image-size", type=int, help="training resolution (default: the preset's)")
     p.add_argument("--lr", type=float, help="peak lr per 256 images (x global batch / 256)")
@@ -68,22 +60,13 @@ def build_parser() -> ArgumentParser:
                    help=f"{', '.join(PRECISIONS)} (auto: bf16 on CUDA, fp32 on CPU)")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                    help="NHWC memory format (default: on with CUDA, off on CPU)")
-    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
-                   help="torch.compile (default: on with CUDA, off on CPU)")
-    p.add_argument("--device", default=d.device, help="auto, cuda or cpu")
-    p.add_argument("--log-every", type=int, default=d.log_every)
+    add_run_args(p, d)
     return p
 
 
 def parse_config(argv: list[str] | None = None) -> TrainConfig:
     """Flags -> validated TrainConfig; exits 2 with one line on stderr for bad input."""
-    args = build_parser().parse_args(argv)
-    try:
-        cfg = TrainConfig(**vars(args))
-        cfg.check_inputs()
-    except ConfigError as e:
-        die(f"{PROG}: error: {e}")
-    return cfg
+    return TrainConfig.from_flags(PROG, **vars(build_parser().parse_args(argv)))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,24 +1,21 @@
 """The training loop: build, resume, step, checkpoint, stop on SIGTERM.
 
-``run(cfg)`` returns the process exit code (see ``workloads.common.cli``). Per step, one small
-all-reduce of [loss, correct predictions, stop-requested, checkpoint-ready] averages the metrics
-across ranks and makes every rank agree on *when* to stop and when an async checkpoint can be
-committed (the same protocol as ``workloads.llm.trainer``).
+``run(cfg)`` returns the process exit code (see ``workloads.common.cli``). The loop itself
+(resume, checkpoints, SIGTERM) is ``workloads.common.loop.train_loop``, shared with
+``workloads.llm.trainer``; its per-step all-reduce carries [loss, correct predictions, grad norm]
+here, averaged across ranks for the metrics.
 """
 
 from __future__ import annotations
 
 import io
-import time
 from dataclasses import dataclass
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
-from workloads.common.checkpoint import CheckpointStore, restore_rng_state, rng_state_blob
-from workloads.common.cli import EXIT_OK, EXIT_PREEMPTED
+from workloads.common.checkpoint import restore_rng_state, rng_state_blob
 from workloads.common.dist import (
     DistInfo,
     print0,
@@ -26,9 +23,9 @@ from workloads.common.dist import (
     setup_distributed,
     teardown_distributed,
 )
+from workloads.common.loop import train_loop
 from workloads.common.metrics import MetricsLogger
 from workloads.common.mfu import mfu, peak_tflops
-from workloads.common.preemption import PreemptionFlag, maybe_inject_fault
 from workloads.vision.config import TrainConfig
 from workloads.vision.data import ShardLoader, SyntheticImages, resolve_data, to_input
 from workloads.vision.model import ResNet
@@ -162,57 +159,13 @@ def _run(cfg: TrainConfig, info: DistInfo) -> int:
            f"{b.compiled}, {mcfg.image_size}x{mcfg.image_size}, batch {cfg.batch}/rank "
            f"({images_per_step} global), peak lr {cfg.peak_lr(info.world_size):.3g}, "
            f"{cfg.max_steps} steps, data: {data}")
-    store = None
-    if cfg.checkpoint_dir:
-        use_async = cfg.async_checkpoint
-        if use_async is None:
-            use_async = info.device.type == "cuda"
-        # Checkpoint coordination gets its own gloo group: an async save's collectives run in a
-        # background thread and must never interleave with training's on the same group.
-        group = dist.new_group(backend="gloo") if info.distributed else None
-        store = CheckpointStore(cfg.checkpoint_dir, info, cfg.keep_last, use_async, group)
-        if store.load({"train": state}, log=print0) is not None:
-            print0(f"vision: resumed from {cfg.checkpoint_dir} at step {state.step}")
-            metrics.event("resume", step=state.step)
-    preempt = PreemptionFlag()
-    code = EXIT_OK
-    try:
-        while state.step < cfg.max_steps:
-            t0 = time.perf_counter()
-            loss, correct, norm = train_step(b, cfg, state.step + 1, info)
-            state.step += 1
-            ready = store.ready() if store else True
-            flags = torch.stack([loss, correct, norm,
-                                 torch.tensor(float(preempt.requested), device=loss.device),
-                                 torch.tensor(float(ready), device=loss.device)])
-            if info.distributed:
-                dist.all_reduce(flags)
-            loss_sum, n_correct, norm_sum, stop, n_ready = flags.tolist()
-            dt = time.perf_counter() - t0
-            maybe_inject_fault(state.step, info.rank, info.world_size)
-            metrics.step(state.step, loss_sum / info.world_size,
-                         lr_at(state.step, cfg, info.world_size), norm_sum / info.world_size,
-                         images_per_step, dt, state.step * images_per_step,
-                         mfu(images_per_step / dt, b.flops_per_image, info.world_size, b.peak),
-                         extra={"top1": n_correct / images_per_step})
-            if store and n_ready == info.world_size:
-                store.finalize()
-            last = state.step == cfg.max_steps
-            if store and (state.step % cfg.checkpoint_every == 0 or last or stop):
-                store.save({"train": state}, state.step)
-                metrics.event("checkpoint", step=state.step)
-            if stop:
-                print0(f"vision: {preempt.signal_name} received: stopped after step {state.step}"
-                       + (", checkpoint saved" if store else ", no --checkpoint-dir to save to"))
-                metrics.event("preempted", step=state.step, exit_code=EXIT_PREEMPTED)
-                code = EXIT_PREEMPTED
-                break
-        if store:
-            store.close()
-        if code == EXIT_OK:
-            metrics.event("done", step=state.step)
-            print0(f"vision: done at step {state.step}")
-    finally:
-        preempt.restore()
-        metrics.close()
-    return code
+
+    def log(step: int, sums: list[float], dt: float) -> None:
+        loss_sum, n_correct, norm_sum = sums
+        metrics.step(step, loss_sum / info.world_size, lr_at(step, cfg, info.world_size),
+                     norm_sum / info.world_size, images_per_step, dt, step * images_per_step,
+                     mfu(images_per_step / dt, b.flops_per_image, info.world_size, b.peak),
+                     extra={"top1": n_correct / images_per_step})
+
+    return train_loop(cfg, info, state, metrics, "vision",
+                      lambda n: train_step(b, cfg, n, info), log)

@@ -1,0 +1,118 @@
+"""The run configuration every workload shares: steps, seed, checkpoints, metrics, device.
+
+Torch-free, like the workload configs built on it: each workload's ``TrainConfig`` subclasses
+``RunConfig`` and adds its model and optimizer fields, so the whole config stays one flat, typed
+dataclass (field ``x_y`` is flag ``--x-y``) validated in ``__post_init__``. ``add_run_args``
+declares the matching flags; ``from_flags`` turns a bad value into one line on stderr, exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+from workloads.common.cli import ConfigError, die, parse_s3_url
+
+DEVICES = ("auto", "cpu", "cuda")
+C = TypeVar("C", bound="RunConfig")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """How long to train, where checkpoints and metrics go, and on what device."""
+
+    max_steps: int = 200
+    """Optimizer steps to train for; the cosine schedule ends here (default 200)."""
+    seed: int = 0
+    """Seed for weights, data order and any training randomness (default 0)."""
+    checkpoint_dir: str | None = None
+    """Directory, EFS/FSx mount or s3://bucket/prefix; resumed automatically (default: none)."""
+    checkpoint_every: int = 100
+    """Save every K steps, and always at the last step and on SIGTERM (default 100)."""
+    keep_last: int = 3
+    """Complete checkpoints to keep (default 3)."""
+    async_checkpoint: bool | None = None
+    """Write checkpoints in the background (dcp.async_save; default: on with CUDA, off on CPU)."""
+    metrics_file: str | None = None
+    """JSONL metrics path, appended to across restarts (default: none, stdout only)."""
+    compile: bool | None = None
+    """torch.compile the model or its blocks (default: on with CUDA, off on CPU)."""
+    device: str = "auto"
+    """auto (CUDA if present), cuda or cpu (default auto)."""
+    log_every: int = 10
+    """Print a human progress line every N steps (default 10)."""
+
+    def __post_init__(self) -> None:
+        check_positive(self, ("max_steps", "checkpoint_every", "keep_last", "log_every"))
+        check_non_negative(self, ("seed",))
+        if self.device not in DEVICES:
+            raise ConfigError("--device", f"must be auto, cpu or cuda, got {self.device!r}")
+        check_s3(self.checkpoint_dir, "--checkpoint-dir")
+
+    def check_inputs(self) -> None:
+        """Filesystem checks: the checkpoint dir creatable, the metrics file writable."""
+        if self.checkpoint_dir and not self.checkpoint_dir.startswith("s3://"):
+            path = Path(self.checkpoint_dir)
+            if path.exists() and not path.is_dir():
+                raise ConfigError("--checkpoint-dir", f"{self.checkpoint_dir!r} is not a directory")
+        if self.metrics_file and Path(self.metrics_file).is_dir():
+            raise ConfigError("--metrics-file", f"{self.metrics_file!r} is a directory")
+
+    @classmethod
+    def from_flags(cls: type[C], prog: str, **values: object) -> C:
+        """``cls(**values)`` with its inputs checked; exits 2 with one line on stderr if bad."""
+        try:
+            cfg = cls(**values)
+            cfg.check_inputs()
+        except ConfigError as e:
+            die(f"{prog}: error: {e}")
+        return cfg
+
+
+def add_run_args(p: argparse.ArgumentParser, d: RunConfig) -> None:
+    """The ``RunConfig`` flags, defaults from ``d``, as their own group in ``--help``."""
+    g = p.add_argument_group("run, checkpoint and metrics")
+    g.add_argument("--max-steps", type=int, default=d.max_steps, help="optimizer steps")
+    g.add_argument("--seed", type=int, default=d.seed)
+    g.add_argument("--checkpoint-dir", help="directory or s3://bucket/prefix; resumed if present")
+    g.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every, metavar="K")
+    g.add_argument("--keep-last", type=int, default=d.keep_last, metavar="K",
+                   help="complete checkpoints kept")
+    g.add_argument("--async-checkpoint", action=argparse.BooleanOptionalAction, default=None,
+                   help="background checkpoint writes (default: on with CUDA, off on CPU)")
+    g.add_argument("--metrics-file", help="JSONL metrics (appended)")
+    g.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="torch.compile (default: on with CUDA, off on CPU)")
+    g.add_argument("--device", default=d.device, help="auto, cuda or cpu")
+    g.add_argument("--log-every", type=int, default=d.log_every)
+
+
+def flag(field_name: str) -> str:
+    """The command-line flag of a config field: ``max_steps`` -> ``--max-steps``."""
+    return "--" + field_name.replace("_", "-")
+
+
+def check_positive(cfg: object, names: tuple[str, ...]) -> None:
+    """ConfigError for the first of ``names`` set (not None) to a value <= 0."""
+    for name in names:
+        value = getattr(cfg, name)
+        if value is not None and value <= 0:
+            raise ConfigError(flag(name), f"must be > 0, got {value}")
+
+
+def check_non_negative(cfg: object, names: tuple[str, ...]) -> None:
+    """ConfigError for the first of ``names`` set (not None) to a value < 0."""
+    for name in names:
+        value = getattr(cfg, name)
+        if value is not None and value < 0:
+            raise ConfigError(flag(name), f"must be >= 0, got {value}")
+
+
+def check_s3(value: str | None, flag_name: str) -> None:
+    """A value that starts like an S3 URL must be a well-formed one."""
+    if value is not None and value.startswith("s3:"):
+        if not value.startswith("s3://"):
+            raise ConfigError(flag_name, f"{value!r} is not an s3:// URL")
+        parse_s3_url(value, flag_name)
