@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import random
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -88,6 +90,16 @@ def dist_info() -> DistInfo:
 def teardown_distributed() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+@contextmanager
+def distributed(device: str = "auto") -> Iterator[DistInfo]:
+    """``setup_distributed(device)`` for the body of a ``with``, torn down however it ends."""
+    info = setup_distributed(device)
+    try:
+        yield info
+    finally:
+        teardown_distributed()
 
 
 def barrier(group: dist.ProcessGroup | None = None) -> None:

@@ -46,12 +46,11 @@ def parse(argv: list[str] | None) -> tuple[TrainConfig, int, int]:
 
 def measure(cfg: TrainConfig, warmup: int, steps: int) -> dict | None:
     from workloads.common.bench import record, time_steps
-    from workloads.common.dist import setup_distributed, teardown_distributed
+    from workloads.common.dist import distributed
     from workloads.common.mfu import mfu
     from workloads.llm.trainer import build, train_step
 
-    info = setup_distributed(cfg.device)
-    try:
+    with distributed(cfg.device) as info:
         b = build(cfg, info)
         cuda = info.device.type == "cuda"
         t = time_steps(lambda n: train_step(b, cfg, n)[0], warmup, steps, cuda)
@@ -70,8 +69,6 @@ def measure(cfg: TrainConfig, warmup: int, steps: int) -> dict | None:
             "mfu": mfu(tps, b.flops_per_token, info.world_size, b.peak),
         })
         return result if info.is_main else None
-    finally:
-        teardown_distributed()
 
 
 def main(argv: list[str] | None = None) -> int:

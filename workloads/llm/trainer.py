@@ -15,10 +15,9 @@ from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_di
 from workloads.common.checkpoint import restore_rng_state, rng_state_blob
 from workloads.common.dist import (
     DistInfo,
+    distributed,
     print0,
     seed_everything,
-    setup_distributed,
-    teardown_distributed,
 )
 from workloads.common.loop import train_loop
 from workloads.common.metrics import MetricsLogger
@@ -106,11 +105,8 @@ def train_step(b: Built, cfg: TrainConfig, step: int) -> tuple[torch.Tensor, tor
 
 
 def run(cfg: TrainConfig) -> int:
-    info = setup_distributed(cfg.device)
-    try:
+    with distributed(cfg.device) as info:
         return _run(cfg, info)
-    finally:
-        teardown_distributed()
 
 
 def _run(cfg: TrainConfig, info: DistInfo) -> int:
