@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from trainyard.errors import UsageError
-from trainyard.plan import add_plan_source_args
+from trainyard.plan import add_plan_source_args, node_group_types
 
 NODE_GROUP = "aws:eks/nodeGroup:NodeGroup"
 LAUNCH_TEMPLATE = "aws:ec2/launchTemplate:LaunchTemplate"
@@ -127,9 +127,7 @@ def _pool(r: dict, lts: dict, catalog, spot: SpotPrice, prices: list) -> dict:
     inp = _inputs(r)
     lt_ref = inp.get("launchTemplate") or {}
     lt = lts.get(lt_ref.get("id")) or lts.get(lt_ref.get("name")) if isinstance(lt_ref, dict) else None
-    types = list(inp.get("instanceTypes") or [])
-    if not types and lt is not None and _inputs(lt).get("instanceType"):
-        types = [_inputs(lt)["instanceType"]]
+    types = node_group_types(r, lt)
     if not types:
         raise UsageError(f"node group {r['name']}: no instanceTypes (nor a launch template "
                          "instanceType) to price")

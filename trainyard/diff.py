@@ -26,6 +26,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from trainyard.plan import planned_pools
+
 # ----------------------------------------------------------------------------------------------
 # Rules (data)
 # ----------------------------------------------------------------------------------------------
@@ -149,7 +151,6 @@ STATEFUL: dict[str, str] = {
 }
 """Types whose deletion or replacement destroys data: flagged loudly unless retainOnDelete."""
 
-EFA_INTERFACE_TYPES = ("efa", "efa-only")
 CREATE, DELETE, UPDATE, REPLACE, SAME = "create", "delete", "update", "replace", "same"
 
 
@@ -447,19 +448,13 @@ def capacity(plan: Optional[dict], catalog) -> Capacity:
     launch template."""
     if not plan:
         return Capacity()
-    res = _custom(plan).values()
-    lts = {r["id"]: r for r in res if r["type"] == LAUNCH_TEMPLATE}
     nodes = gpus = efa = 0
     tflops = 0.0
     unknown: list[str] = []
-    for ng in (r for r in res if r["type"] == NODE_GROUP):
-        i = ng.get("inputs") or {}
-        n = int((i.get("scalingConfig") or {}).get("maxSize") or 0)
-        types = i.get("instanceTypes") or []
-        lt = lts.get((i.get("launchTemplate") or {}).get("id"))
-        nics = (lt or {}).get("inputs", {}).get("networkInterfaces") or []
+    for pool in planned_pools(plan):
+        n, types = pool.max_size, pool.instance_types
         nodes += n
-        efa += n * sum(1 for ni in nics if ni.get("interfaceType") in EFA_INTERFACE_TYPES)
+        efa += n * pool.efa_per_node
         if types and catalog.knows(types[0]):
             spec = catalog.get(types[0])
             gpus += n * spec.gpus

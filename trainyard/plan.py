@@ -6,8 +6,10 @@ import argparse
 import sys
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
+from components.k8s_names import POOL_LABEL
 from trainyard.errors import UsageError
 from trainyard.synth import dump_plan, stack_name_from_file, synthesize
 
@@ -84,12 +86,55 @@ def _component_of(plan: dict) -> dict[str, str]:
     return out
 
 
+NODE_GROUP = "aws:eks/nodeGroup:NodeGroup"
+LAUNCH_TEMPLATE = "aws:ec2/launchTemplate:LaunchTemplate"
+EFA_INTERFACE_TYPES = ("efa", "efa-only")
+
+
 def node_group_types(node_group: dict, launch_template: dict | None) -> list[str]:
     """Instance types of a node group; Capacity Block groups name theirs in the launch template."""
-    types = node_group["inputs"].get("instanceTypes") or []
-    if not types and launch_template and launch_template["inputs"].get("instanceType"):
-        types = [launch_template["inputs"]["instanceType"]]
+    types = (node_group.get("inputs") or {}).get("instanceTypes") or []
+    lt_inputs = (launch_template or {}).get("inputs") or {}
+    if not types and lt_inputs.get("instanceType"):
+        types = [lt_inputs["instanceType"]]
     return list(types)
+
+
+@dataclass(frozen=True)
+class PlannedPool:
+    """One node group of a plan, as `plan`, `review` and `cost` read it."""
+
+    name: str
+    """The group's logical name."""
+    label: str
+    """Its `trainyard.io/pool` label (the pool name), else the logical name."""
+    capacity_type: str
+    instance_types: tuple[str, ...]
+    min_size: int
+    desired_size: int
+    max_size: int
+    efa_per_node: int
+    """EFA interfaces (efa + efa-only) in the group's launch template."""
+
+
+def planned_pools(plan: dict) -> list[PlannedPool]:
+    """Every node group of a plan, sorted by logical name, with its launch template's facts."""
+    custom = [r for r in plan["resources"] if r.get("custom", True)]
+    lts = {r["id"]: r for r in custom if r["type"] == LAUNCH_TEMPLATE}
+    out = []
+    for ng in sorted((r for r in custom if r["type"] == NODE_GROUP), key=lambda r: r["name"]):
+        i = ng.get("inputs") or {}
+        sc = i.get("scalingConfig") or {}
+        lt = lts.get((i.get("launchTemplate") or {}).get("id"))
+        nics = ((lt or {}).get("inputs") or {}).get("networkInterfaces") or []
+        out.append(PlannedPool(
+            name=ng["name"], label=(i.get("labels") or {}).get(POOL_LABEL, ng["name"]),
+            capacity_type=i.get("capacityType", "ON_DEMAND"),
+            instance_types=tuple(node_group_types(ng, lt)),
+            min_size=int(sc.get("minSize") or 0), desired_size=int(sc.get("desiredSize") or 0),
+            max_size=int(sc.get("maxSize") or 0),
+            efa_per_node=sum(1 for ni in nics if ni.get("interfaceType") in EFA_INTERFACE_TYPES)))
+    return out
 
 
 def summarize(plan: dict, elapsed: float | None = None) -> str:
@@ -105,8 +150,7 @@ def summarize(plan: dict, elapsed: float | None = None) -> str:
     for name, n in sorted(per.items()):
         lines.append(f"    {name:<22} {n:>4}")
 
-    pools = [r for r in custom if r["type"] == "aws:eks/nodeGroup:NodeGroup"]
-    lts = {r["id"]: r for r in custom if r["type"] == "aws:ec2/launchTemplate:LaunchTemplate"}
+    pools = planned_pools(plan)
     if pools:
         lines.append("  node pools:")
         lines.append(f"    {'pool':<18} {'capacity':<15} {'instance types':<30} "
@@ -115,22 +159,14 @@ def summarize(plan: dict, elapsed: float | None = None) -> str:
     from components.catalog import load_catalog
 
     catalog = load_catalog()
-    for ng in sorted(pools, key=lambda r: r["name"]):
-        i = ng["inputs"]
-        sc = i.get("scalingConfig", {})
-        lt = lts.get((i.get("launchTemplate") or {}).get("id"))
-        types = node_group_types(ng, lt)
-        spec = catalog.get(types[0]) if types and catalog.knows(types[0]) else None
-        efa = sum(1 for ni in (lt or {}).get("inputs", {}).get("networkInterfaces", [])
-                  if ni.get("interfaceType") in ("efa", "efa-only"))
-        gpus = spec.gpus if spec else 0
-        gpus_max += gpus * sc.get("maxSize", 0)
-        efa_max += efa * sc.get("maxSize", 0)
-        label = (i.get("labels") or {}).get("trainyard.io/pool", ng["name"])
-        lines.append(f"    {label:<18} {i.get('capacityType', 'ON_DEMAND'):<15} "
-                     f"{','.join(types):<30} "
-                     f"{sc.get('minSize')}/{sc.get('desiredSize')}/{sc.get('maxSize'):<7} "
-                     f"{gpus:>9} {efa:>8}")
+    for pool in pools:
+        types = pool.instance_types
+        gpus = catalog.get(types[0]).gpus if types and catalog.knows(types[0]) else 0
+        gpus_max += gpus * pool.max_size
+        efa_max += pool.efa_per_node * pool.max_size
+        lines.append(f"    {pool.label:<18} {pool.capacity_type:<15} {','.join(types):<30} "
+                     f"{pool.min_size}/{pool.desired_size}/{pool.max_size:<7} "
+                     f"{gpus:>9} {pool.efa_per_node:>8}")
     if pools:
         lines.append(f"  at max size: {gpus_max} GPUs, {efa_max} EFA interfaces")
     if plan.get("outputs"):

@@ -306,3 +306,15 @@ def test_policy_delta_matches_on_policy_and_urn():
 def test_short_value():
     assert D.short_value(None) == "—"
     assert D.short_value("x" * 200).count("…") == 1 and len(D.short_value("x" * 200)) <= 60
+
+
+def test_capacity_counts_capacity_block_pools(plan_for):
+    """Capacity Block node groups name their instance type in the launch template; the review's
+    capacity must count them like `trainyard plan` does (prod: h100 is 4 x p5.48xlarge)."""
+    from components.catalog import load_catalog
+    from trainyard.diff import capacity
+
+    cap = capacity(plan_for("prod"), load_catalog())
+    # a100 16x8 + h100 4x8 + g-spot 8x8 + eval-spot 6x4 GPUs; EFA 16x4 + 4x32 + 8x1
+    assert (cap.gpus, cap.efa_interfaces) == (248, 200)
+    assert cap.unknown_types == ()
