@@ -10,7 +10,6 @@ answer fails loudly instead of returning nothing (a silent empty answer would bl
 from __future__ import annotations
 
 import base64
-import copy
 import hashlib
 from collections.abc import Callable
 from typing import Any
@@ -56,7 +55,7 @@ class TrainyardMocks(pulumi.runtime.Mocks):
     # -- resources -------------------------------------------------------------------------
     def new_resource(self, args: pulumi.runtime.MockResourceArgs):
         typ, name = args.typ, args.name
-        inputs = unwrap_secrets(copy.deepcopy(args.inputs))
+        inputs = unwrap_secrets(args.inputs)  # builds new dicts/lists; leaves are immutable
         if not args.custom:
             return "", inputs  # component resources have no physical id
         handler = _HANDLERS.get(typ) or _HANDLERS.get(typ.split(":")[0] + ":*")
