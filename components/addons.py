@@ -112,13 +112,25 @@ def vpc_cni_configuration() -> str:
     }, sort_keys=True)
 
 
+TOLERATE_ALL = {"operator": "Exists"}
+CSI_NODE_ADDONS = ("aws-ebs-csi-driver", "aws-efs-csi-driver", "aws-fsx-csi-driver")
+"""Add-ons whose node DaemonSet must run on every node that mounts volumes."""
+
+
 def addon_configuration(name: str) -> Optional[str]:
     """configuration_values for add-ons that need any (JSON), else None."""
     if name == "vpc-cni":
         return vpc_cni_configuration()
-    if name in ("aws-ebs-csi-driver", "aws-efs-csi-driver"):
+    if name in CSI_NODE_ADDONS:
         # The node DaemonSets must also run on tainted GPU nodes, or pods there can't mount.
-        return json.dumps({"node": {"tolerations": [{"operator": "Exists"}]}}, sort_keys=True)
+        return json.dumps({"node": {"tolerations": [TOLERATE_ALL]}}, sort_keys=True)
+    if name == "eks-node-monitoring-agent":
+        # Its dcgm-server DaemonSet (the GPU health checks node auto-repair acts on) has no
+        # tolerations by default, so it never reaches the tainted GPU nodes; the chart's own
+        # affinity already limits it to NVIDIA instance types. The node agent tolerates every
+        # taint by default; keep that explicit.
+        return json.dumps({"dcgmAgent": {"tolerations": [TOLERATE_ALL]},
+                           "nodeAgent": {"tolerations": [TOLERATE_ALL]}}, sort_keys=True)
     return None
 
 

@@ -1,9 +1,10 @@
 """Cluster: the EKS control plane and what every node needs.
 
 KMS-encrypted secrets, every control-plane log type into a pre-created encrypted log group,
-private API endpoint (public only for configured CIDRs), access entries (authentication mode
-API), the cluster and node IAM roles, the OIDC provider, pinned EKS managed add-ons, a small
-on-demand system node group, and the Kubernetes provider later components use.
+private API endpoint (public only for configured CIDRs) with TCP 443 opened on the cluster
+security group to the declared deployer networks, access entries (authentication mode API), the
+cluster and node IAM roles, the OIDC provider, pinned EKS managed add-ons, a small on-demand
+system node group, and the Kubernetes provider later components use.
 
 Creation order (and, reversed, deletion order):
     IAM, KMS, log group -> cluster -> pod-identity agent, vpc-cni, kube-proxy -> system nodes
@@ -34,9 +35,15 @@ CONTROL_PLANE_LOG_TYPES = ("api", "audit", "authenticator", "controllerManager",
 CLUSTER_ADMIN_POLICY = "AmazonEKSClusterAdminPolicy"
 POD_IDENTITY_SERVICE = "pods.eks.amazonaws.com"
 SYSTEM_ROOT_VOLUME_GIB = 50
-NODE_POLICIES = ("AmazonEKSWorkerNodeMinimalPolicy", "AmazonEC2ContainerRegistryPullOnly")
-"""The least a node needs: join the cluster (DescribeCluster, Pod Identity) and pull images.
-The CNI and CSI drivers get their own Pod Identity roles instead of widening this one."""
+NODE_POLICIES = ("AmazonEKSWorkerNodePolicy", "AmazonEC2ContainerRegistryPullOnly")
+"""What a managed node needs to join and run (EKS user guide, "Amazon EKS node IAM role"):
+AmazonEKSWorkerNodePolicy grants `ec2:DescribeInstances`, which AL2023's nodeadm calls at boot to
+learn the instance's private DNS name (the node name; instance-id naming is off by default) and
+retries for ~10 minutes before the node group fails with NodeCreationFailure; the minimal policy
+grants only `eks-auth:AssumeRoleForPodIdentity` and is meant for EKS Auto Mode nodes. Image pulls
+need the ECR pull-only policy. The CNI and CSI drivers get their own Pod Identity roles instead
+of widening this one."""
+API_PORT = 443
 
 
 @dataclass(frozen=True)
@@ -122,6 +129,23 @@ def kubeconfig(cluster_name: str, endpoint: str, ca_data: str, region: str) -> s
     }, sort_keys=True)
 
 
+def deployer_ingress_rules(config: ClusterConfig) -> list[dict]:
+    """One TCP 443 ingress rule on the cluster security group per declared deployer network or
+    security group (the EKS-created group admits only itself). Keys are stable logical-name
+    suffixes, values the rule's arguments less the group id."""
+    access = config.deployer_access
+    rules = []
+    for cidr in access.cidrs:
+        slug = re.sub(r"[^0-9a-f]+", "-", cidr.lower()).strip("-")
+        field_name = "cidr_ipv6" if ":" in cidr else "cidr_ipv4"
+        rules.append({"slug": f"cidr-{slug}", field_name: cidr,
+                      "description": f"Kubernetes API (443) from deployer network {cidr}"})
+    for sg in access.security_group_ids:
+        rules.append({"slug": sg, "referenced_security_group_id": sg,
+                      "description": f"Kubernetes API (443) from deployer security group {sg}"})
+    return rules
+
+
 def endpoint_access(config: ClusterConfig) -> dict:
     """vpc_config endpoint settings: private always; public only for the configured CIDRs."""
     out = {"endpoint_private_access": True,
@@ -191,13 +215,15 @@ class Cluster(pulumi.ComponentResource):
         self._create_iam()
         self._create_encryption_and_logs()
         self._create_cluster()
+        self._create_deployer_access()
         self._create_access_entries()
         self._create_addons(before_nodes=True)
         self._create_system_nodes()
         self._create_addons(before_nodes=False)
         self._create_k8s_provider()
 
-        self.k8s_dependencies = [self.cluster, self.system_node_group, *self.addons.values()]
+        self.k8s_dependencies = [self.cluster, self.system_node_group, *self.addons.values(),
+                                 *self.deployer_rules]
         self.register_outputs({
             "name": self.name, "arn": self.arn, "endpoint": self.endpoint,
             "clusterSecurityGroupId": self.cluster_security_group_id,
@@ -266,12 +292,13 @@ class Cluster(pulumi.ComponentResource):
                                "resources": ["secrets"]},
             enabled_cluster_log_types=list(CONTROL_PLANE_LOG_TYPES),
             access_config={"authentication_mode": "API",
-                           # `pulumi up`'s identity must reach the API to create the Kubernetes
-                           # objects; admins come from access entries below.
-                           "bootstrap_cluster_creator_admin_permissions": True},
+                           # Off (prod's default): admins come only from access entries, which
+                           # must name the deployer's role (config enforces it). Create-only.
+                           "bootstrap_cluster_creator_admin_permissions":
+                               c.bootstrap_creator_admin},
             # vpc-cni, kube-proxy and coredns come as pinned managed add-ons instead.
             bootstrap_self_managed_addons=False,
-            upgrade_policy={"support_type": "STANDARD"},
+            upgrade_policy={"support_type": c.support_type},
             tags=self._tags(a.cluster_name),
             opts=pulumi.ResourceOptions(parent=self, depends_on=[
                 self.log_group, self._secrets_policy]))
@@ -284,6 +311,18 @@ class Cluster(pulumi.ComponentResource):
             f"{n}-oidc", url=issuer, client_id_lists=["sts.amazonaws.com"],
             tags=self._tags(f"{n}-oidc"), opts=self._child)
         self.oidc_provider_arn = self.oidc_provider.arn
+
+    def _create_deployer_access(self) -> None:
+        """TCP 443 to the cluster security group from where `pulumi up` runs; without it a
+        private-only endpoint is unreachable and every Kubernetes object fails."""
+        self.deployer_rules = []
+        for rule in deployer_ingress_rules(self._args.config):
+            args = {k: v for k, v in rule.items() if k != "slug"}
+            n = f"{self._name}-api-from-{rule['slug']}"
+            self.deployer_rules.append(aws.vpc.SecurityGroupIngressRule(
+                n, security_group_id=self.cluster_security_group_id, ip_protocol="tcp",
+                from_port=API_PORT, to_port=API_PORT, tags=self._tags(n), opts=self._child,
+                **args))
 
     def _create_access_entries(self) -> None:
         n = self._name

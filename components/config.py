@@ -10,13 +10,14 @@ Nothing here touches Pulumi: `__main__.py` reads the engine's config and hands i
 
 from __future__ import annotations
 
+import datetime as dt
 import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from components import netmath
+from components import eks_versions, netmath
 from components.catalog import Catalog, load_catalog
 from components.config_reader import REQUIRED, ConfigError, Reader, cidr_check, name_check
 
@@ -24,8 +25,9 @@ __all__ = ["ConfigError", "StackConfig", "load", "SUPPORTED_K8S_VERSIONS"]
 
 NS = "trainyard"
 ENVIRONMENTS = ("dev", "staging", "prod")
-# Kubeflow Trainer v2 needs >= 1.31; versions EKS supports in standard support as of 2026-11.
-SUPPORTED_K8S_VERSIONS = ("1.31", "1.32", "1.33", "1.34")
+# Every version in the EKS calendar (components/eks_versions.py); whether one may be used on a
+# given day (standard vs extended support) is decided by eks_versions.support_problem.
+SUPPORTED_K8S_VERSIONS = tuple(sorted(eks_versions.CALENDAR, key=eks_versions.version_key))
 CAPACITY_TYPES = ("ON_DEMAND", "SPOT", "CAPACITY_BLOCK")
 AMI_TYPES = {
     "AL2023_x86_64_NVIDIA": "nvidia",
@@ -47,6 +49,7 @@ FSX_THROUGHPUTS = (125, 250, 500, 1000)
 _AZ_RE = re.compile(r"^([a-z]{2}(-gov)?-[a-z]+-\d)([a-z])$")
 _ROLE_ARN_RE = re.compile(r"^arn:aws(-[a-z]+)*:iam::\d{12}:role/[\w+=,.@/-]+$")
 _RESERVATION_RE = re.compile(r"^cr-[0-9a-f]{8,17}$")
+_SECURITY_GROUP_RE = re.compile(r"^sg-[0-9a-f]{8,17}$")
 _LABEL_NAME_RE = re.compile(r"^(?=.{1,63}$)[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
 _LABEL_PREFIX_RE = re.compile(r"^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _RESERVED_LABEL_DOMAINS = ("trainyard.io", "kubernetes.io", "k8s.io", "eks.amazonaws.com")
@@ -90,16 +93,47 @@ class SystemNodesConfig:
 
 
 @dataclass(frozen=True)
+class DeployerAccess:
+    """Where `pulumi up` (and kubectl) reach the private API endpoint from. The EKS-created
+    cluster security group admits only itself, so each entry becomes an ingress rule for TCP 443
+    on it. Required when the endpoint is private-only; also needed with a public endpoint for
+    callers inside the VPC (they resolve the endpoint to its private addresses)."""
+
+    cidrs: tuple[str, ...] = ()
+    """Networks of the deployer: a VPN / Direct Connect client range, a CI runner subnet in a
+    connected VPC. Never 0.0.0.0/0."""
+    security_group_ids: tuple[str, ...] = ()
+    """Security groups of deployers inside the cluster's VPC (a self-hosted CI runner, an SSM
+    bastion used for port forwarding)."""
+
+    @property
+    def declared(self) -> bool:
+        return bool(self.cidrs or self.security_group_ids)
+
+
+@dataclass(frozen=True)
 class ClusterConfig:
-    kubernetes_version: str = "1.33"
-    """One of SUPPORTED_K8S_VERSIONS. Default 1.33."""
+    kubernetes_version: str = eks_versions.DEFAULT_VERSION
+    """A version in the EKS calendar, in standard support on the day of the plan (or in extended
+    support with support_type EXTENDED). Default: eks_versions.DEFAULT_VERSION."""
+    support_type: str = "STANDARD"
+    """EKS upgrade policy: STANDARD (EKS upgrades the control plane when standard support ends;
+    config refuses such versions) or EXTENDED (stay, billed per cluster-hour). Default STANDARD."""
     endpoint_public_access: bool = True
     """Expose the API endpoint publicly (restricted to public_access_cidrs). Private access is
     always on. Prod may turn public access off entirely."""
     public_access_cidrs: tuple[str, ...] = ()
     """CIDRs allowed to reach the public endpoint; required when it is public."""
+    deployer_access: DeployerAccess = field(default_factory=DeployerAccess)
+    """Who may reach the private endpoint (TCP 443 on the cluster security group); required when
+    endpointPublicAccess is false."""
     admin_role_arns: tuple[str, ...] = ()
     """IAM roles granted cluster admin through EKS access entries (authentication mode API)."""
+    bootstrap_creator_admin: bool = True
+    """Grant the identity that creates the cluster (the one running `pulumi up`) cluster-admin
+    outside any access entry. Default: true for dev and staging, false for prod, whose admins come
+    only from admin_role_arns (which must then name the deployer's role). Create-only in EKS:
+    changing it replaces the cluster."""
     log_retention_days: int = 90
     """Retention of the control-plane log group. Default 90."""
     system_nodes: SystemNodesConfig = field(default_factory=SystemNodesConfig)
@@ -111,6 +145,9 @@ class CapacityReservation:
     """`cr-...`: an On-Demand Capacity Reservation or a Capacity Block."""
     availability_zone: str
     """The AZ the reservation was made in; the pool must live there."""
+    starts_at: Optional[dt.datetime] = None
+    """Capacity Blocks: when the block becomes active (UTC). A pool whose block starts after the
+    plan is created at desired size 0: no instance can launch before the block is active."""
 
 
 @dataclass(frozen=True)
@@ -238,9 +275,15 @@ class StackConfig:
 # ----------------------------------------------------------------------------------------------
 # Parsing
 # ----------------------------------------------------------------------------------------------
-def load(raw: Mapping[str, Any], stack: str, catalog: Optional[Catalog] = None) -> StackConfig:
-    """Parse a stack file's `config:` mapping. Raises ConfigError with every problem found."""
+def load(raw: Mapping[str, Any], stack: str, catalog: Optional[Catalog] = None,
+         now: Optional[dt.datetime] = None) -> StackConfig:
+    """Parse a stack file's `config:` mapping. Raises ConfigError with every problem found.
+
+    `now` (default: the current time, UTC) decides which Kubernetes versions are still in support
+    and whether a Capacity Block has started."""
     catalog = catalog or load_catalog()
+    now = now or dt.datetime.now(dt.timezone.utc)
+    today = now.date()
     problems: list[str] = []
     if not isinstance(raw, Mapping):
         raise ConfigError([f"config: expected a mapping of keys, got {type(raw).__name__}"])
@@ -265,8 +308,8 @@ def load(raw: Mapping[str, Any], stack: str, catalog: Optional[Catalog] = None) 
     tags.update(extra)
 
     network = _network(root.child("network"), region)
-    cluster = _cluster(root.child("cluster"), catalog)
-    pools = tuple(_pool(r, network, catalog) for r in root.items("gpuPools"))
+    cluster = _cluster(root.child("cluster"), catalog, environment, today)
+    pools = tuple(_pool(r, network, catalog, now) for r in root.items("gpuPools"))
     storage = _storage(root.child("storage"))
     monitoring = _monitoring(root.child("monitoring"))
     kubeflow = _kubeflow(root.child("kubeflow"))
@@ -325,7 +368,33 @@ def _retention(r: Reader, name: str, default: int) -> int:
     return value
 
 
-def _cluster(r: Reader, catalog: Catalog) -> ClusterConfig:
+def _reported(r: Reader, key: str) -> bool:
+    """Whether a problem was already recorded at or under `key` (cross-field rules only judge
+    fields that parsed)."""
+    where = r.key(key)
+    return any(p.startswith((where + ":", where + ".", where + "[")) for p in r.problems)
+
+
+def _deployer_access(r: Reader) -> DeployerAccess:
+    def cidr(value: str) -> Optional[str]:
+        problem = cidr_check(value)
+        if problem:
+            return problem
+        if ipaddress.ip_network(value, strict=False).prefixlen == 0:
+            return "opens the private endpoint to every network; name the deployer's network"
+        return None
+
+    access = DeployerAccess(
+        cidrs=r.str_list("cidrs", (), check=cidr),
+        security_group_ids=r.str_list("securityGroupIds", (), check=lambda v: None
+                                      if _SECURITY_GROUP_RE.match(v)
+                                      else "is not a security group id (sg-...)"))
+    r.finish()
+    return access
+
+
+def _cluster(r: Reader, catalog: Catalog, environment: Optional[str],
+             today: dt.date) -> ClusterConfig:
     s = r.child("systemNodes")
     system = SystemNodesConfig(
         instance_types=s.str_list("instanceTypes", ("m6i.xlarge",), min_items=1,
@@ -336,20 +405,35 @@ def _cluster(r: Reader, catalog: Catalog) -> ClusterConfig:
     )
     _sizes(s, system.min_size, system.desired_size, system.max_size)
     s.finish()
+    support_type = r.str("supportType", "STANDARD", choices=eks_versions.SUPPORT_TYPES)
+    version = r.str("kubernetesVersion", eks_versions.DEFAULT_VERSION,
+                    check=lambda v: eks_versions.support_problem(v, support_type or "STANDARD",
+                                                                 today))
+    deployer = _deployer_access(r.child("deployerAccess"))
     c = ClusterConfig(
-        kubernetes_version=r.str("kubernetesVersion", "1.33", check=lambda v: None
-                                 if v in SUPPORTED_K8S_VERSIONS else
-                                 f"is not a supported Kubernetes version "
-                                 f"({', '.join(SUPPORTED_K8S_VERSIONS)})"),
+        kubernetes_version=version,
+        support_type=support_type or "STANDARD",
         endpoint_public_access=r.bool("endpointPublicAccess", True),
         public_access_cidrs=r.str_list("publicAccessCidrs", (), check=cidr_check),
+        deployer_access=deployer,
         admin_role_arns=r.str_list("adminRoleArns", (), check=_role_arn_check),
+        bootstrap_creator_admin=r.bool("bootstrapCreatorAdmin", environment != "prod"),
         log_retention_days=_retention(r, "logRetentionDays", 90),
         system_nodes=system,
     )
-    if c.endpoint_public_access and not c.public_access_cidrs and not r.has("publicAccessCidrs"):
+    if c.endpoint_public_access is True and not c.public_access_cidrs and \
+            not r.has("publicAccessCidrs"):
         r.error("is required when endpointPublicAccess is true (name the CIDRs allowed to reach "
                 "the API)", "publicAccessCidrs")
+    if c.endpoint_public_access is False and not deployer.declared and \
+            not _reported(r, "deployerAccess"):
+        r.error("is required when endpointPublicAccess is false: name the CIDRs or security "
+                "groups `pulumi up` runs from (docs/operations.md \"First deploy\"); nothing else "
+                "can reach a private-only endpoint", "deployerAccess")
+    if c.bootstrap_creator_admin is False and not c.admin_role_arns and \
+            not _reported(r, "adminRoleArns"):
+        r.error("is required when bootstrapCreatorAdmin is false: name at least the role `pulumi "
+                "up` runs as, or nothing can create the Kubernetes objects", "adminRoleArns")
     r.finish()
     return c
 
@@ -371,7 +455,8 @@ def _sizes(r: Reader, lo: Optional[int], want: Optional[int], hi: Optional[int])
         r.error(f"{want} must lie between minSize {lo} and maxSize {hi}", "desiredSize")
 
 
-def _pool(r: Reader, network: NetworkConfig, catalog: Catalog) -> GpuPoolConfig:
+def _pool(r: Reader, network: NetworkConfig, catalog: Catalog,
+          now: dt.datetime) -> GpuPoolConfig:
     name = r.str("name", check=lambda v: name_check(v) or (
         "is reserved for the system node group" if v == SYSTEM_POOL_NAME else None))
     types = r.str_list("instanceTypes", min_items=1, check=_known_type(catalog))
@@ -394,6 +479,7 @@ def _pool(r: Reader, network: NetworkConfig, catalog: Catalog) -> GpuPoolConfig:
             id=res_r.str("id", check=lambda v: None if _RESERVATION_RE.match(v)
                          else "is not a capacity reservation id (cr-...)") or "",
             availability_zone=res_r.str("availabilityZone", check=_az_check("")) or "",
+            starts_at=_timestamp(res_r, "startsAt"),
         )
     res_r.finish()
 
@@ -431,6 +517,14 @@ def _pool(r: Reader, network: NetworkConfig, catalog: Catalog) -> GpuPoolConfig:
     if capacity == "CAPACITY_BLOCK" and reservation is None:
         r.error("is required for a CAPACITY_BLOCK pool (the Capacity Block's cr- id and AZ)",
                 "capacityReservation")
+    if reservation is not None and reservation.starts_at is not None:
+        if capacity != "CAPACITY_BLOCK":
+            r.error("is for Capacity Blocks (capacityType CAPACITY_BLOCK); an ODCR is active "
+                    "once created", "capacityReservation.startsAt")
+        elif reservation.starts_at > now and isinstance(lo, int) and lo > 0:
+            r.error(f"{lo} must be 0: the Capacity Block starts "
+                    f"{reservation.starts_at.isoformat()}, and no instance can launch before "
+                    "then", "minSize")
     if capacity == "SPOT" and reservation is not None:
         r.error("SPOT pools cannot target a capacity reservation", "capacityReservation")
     if reservation is not None:
@@ -468,6 +562,29 @@ def _pool(r: Reader, network: NetworkConfig, catalog: Catalog) -> GpuPoolConfig:
             r.error(message, f"labels.{key}")
     r.finish()
     return pool
+
+
+def _timestamp(r: Reader, name: str) -> Optional[dt.datetime]:
+    """An ISO 8601 date or date-time (UTC unless it names a zone); YAML may already have parsed
+    it into a date or datetime."""
+    r._seen.add(name)
+    value = r.raw.get(name)
+    if value is None:
+        return None
+    if isinstance(value, dt.datetime):
+        stamp = value
+    elif isinstance(value, dt.date):
+        stamp = dt.datetime(value.year, value.month, value.day)
+    elif isinstance(value, str):
+        try:
+            stamp = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            r.error(f"{value!r} is not an ISO 8601 date or time (e.g. 2026-12-01T11:30:00Z)", name)
+            return None
+    else:
+        r.error(f"expected an ISO 8601 date or time, got {type(value).__name__}", name)
+        return None
+    return stamp if stamp.tzinfo else stamp.replace(tzinfo=dt.timezone.utc)
 
 
 def _node_label_problem(key: str, value: str) -> Optional[str]:

@@ -20,6 +20,7 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
+from components.addons import addon_configuration
 from components.aws_context import aws_context
 from components.config import FsxConfig
 from components.identity import ClusterAttachment, cluster_arn, pod_identity_trust_policy
@@ -210,6 +211,8 @@ class LustreFileSystem(pulumi.ComponentResource):
         self.csi_addon = aws.eks.Addon(
             f"{n}-csi", cluster_name=c.cluster_name, addon_name=FSX_CSI_ADDON,
             addon_version=FSX_CSI_ADDON_VERSION,
+            # Node DaemonSet on every node, tainted GPU nodes included (they are the clients).
+            configuration_values=addon_configuration(FSX_CSI_ADDON),
             pod_identity_associations=[{"role_arn": role.arn,
                                         "service_account": FSX_CSI_CONTROLLER_SA}],
             resolve_conflicts_on_create="OVERWRITE", resolve_conflicts_on_update="PRESERVE",

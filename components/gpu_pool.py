@@ -13,6 +13,7 @@ capacity type CAPACITY_BLOCK.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Optional
@@ -77,6 +78,8 @@ class GpuPoolArgs:
     """What the node group waits for (the cluster's CNI add-ons). Default none."""
     catalog: Optional[Catalog] = None
     """Instance catalog. Default: components/data/instances.yaml."""
+    now: Optional[dt.datetime] = None
+    """The time of the plan (UTC), for Capacity Blocks that start later. Default: now."""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -222,6 +225,17 @@ def network_interfaces(nics: Sequence[Nic], security_group_ids: Sequence) -> Opt
              "delete_on_termination": "true"} for nic in nics]
 
 
+def initial_desired_size(config: GpuPoolConfig, now: dt.datetime) -> int:
+    """Desired size the node group is created with. A Capacity Block that has not started yet
+    cannot launch anything: create the pool at 0 and scale it once the block is active
+    (desiredSize drift is ignored afterwards, docs/operations.md "Capacity Block pools")."""
+    reservation = config.capacity_reservation
+    if config.capacity_type == "CAPACITY_BLOCK" and reservation is not None and \
+            reservation.starts_at is not None and reservation.starts_at > now:
+        return 0
+    return config.desired_size
+
+
 def update_config() -> dict:
     """One node at a time, without surging: spare GPUs rarely exist (reservations never have
     them), so MINIMAL terminates before it launches."""
@@ -247,6 +261,7 @@ class GpuPool(pulumi.ComponentResource):
         if problems:
             raise ValueError(f"GpuPool {name}: " + "; ".join(problems))
         self._name, self._args, self.config = name, args, args.config
+        self._now = args.now or dt.datetime.now(dt.timezone.utc)
         self._specs = pool_specs(args.config, catalog)
         self.vendor: str = self._specs[0].vendor  # type: ignore[assignment]
         self.security_group_ids = [args.cluster_security_group_id]
@@ -301,8 +316,8 @@ class GpuPool(pulumi.ComponentResource):
             version=a.kubernetes_version, ami_type=c.ami_type, capacity_type=c.capacity_type,
             instance_types=instance_types(c)[1], subnet_ids=list(a.subnet_ids),
             launch_template={"id": lt.id, "version": lt.latest_version.apply(str)},
-            scaling_config={"min_size": c.min_size, "desired_size": c.desired_size,
-                            "max_size": c.max_size},
+            scaling_config={"min_size": c.min_size, "max_size": c.max_size,
+                            "desired_size": initial_desired_size(c, self._now)},
             update_config=update_config(),
             node_repair_config=repair_config(c, self.vendor),
             labels=node_labels(c, self._specs), taints=node_taints(self.vendor),

@@ -58,9 +58,11 @@ class Platform(pulumi.ComponentResource):
                 cluster_security_group_id=self.cluster.cluster_security_group_id,
                 efa_security_group_id=net.efa_security_group_id if pool.efa else None,
                 tags=config.tags, depends_on=self.cluster.node_dependencies), child)
-        # Kubernetes objects that may run on GPU nodes wait for (and outlive) the node groups.
-        self.k8s_dependencies = [*self.cluster.k8s_dependencies,
-                                 *(p.node_group for p in self.gpu_pools.values())]
+        # Kubernetes objects wait for the cluster, its add-ons and the system nodes only: a GPU
+        # pool with no capacity (a p4d pool in a sold-out AZ, a Capacity Block not yet active)
+        # must not hold back the whole platform. Teardown still deletes every Kubernetes object
+        # before the cluster and the system nodes (docs/operations.md "Teardown order").
+        self.k8s_dependencies = list(self.cluster.k8s_dependencies)
         self.teams = Teams(f"{name}-teams", TeamsArgs(
             config.teams, self.cluster.k8s_provider, self.k8s_dependencies,
             gpu_pools=config.gpu_pools), child)

@@ -103,26 +103,6 @@ def eks_endpoint_access(args, cfg, report):
 
 
 @resource_rule(
-    name="eks-supported-version",
-    description="The cluster runs a Kubernetes version in EKS standard support.",
-    family="cluster", types=(CLUSTER,), level=MANDATORY, severity=Severity.MEDIUM,
-    refs=Refs(checkov=("CKV_AWS_339",)),
-    config=schema(supportedVersions={
-        "type": "array", "items": {"type": "string"},
-        "default": ["1.31", "1.32", "1.33", "1.34"],
-        "description": "Kubernetes minor versions allowed (EKS standard support; Kubeflow "
-                       "Trainer v2 needs >= 1.31)."}),
-    remediation="Upgrade version to a supported minor (one step at a time).")
-def eks_supported_version(args, cfg, report):
-    version = get(args.props, "version")
-    if version is None:
-        return
-    if str(version) not in cfg["supportedVersions"]:
-        report(f"Kubernetes {version} is not supported here (allowed: "
-               f"{', '.join(cfg['supportedVersions'])}): upgrade the cluster version.")
-
-
-@resource_rule(
     name="eks-access-entries",
     description="Cluster access is managed with EKS access entries (authentication mode API), "
                 "not the aws-auth ConfigMap.",
@@ -151,8 +131,11 @@ def eks_access_entries(args, cfg, report):
 def eks_no_bootstrap_admin(args, cfg, report):
     flag = get(args.props, "accessConfig.bootstrapClusterCreatorAdminPermissions")
     if flag is None or truthy(flag):
-        report("bootstrapClusterCreatorAdminPermissions is on (the default): set it to False and "
-               "grant admin roles through explicit access entries.")
+        how = "is unset, and EKS then turns it on" if flag is None else "is on"
+        report(f"bootstrapClusterCreatorAdminPermissions {how}: whoever created the cluster holds "
+               "cluster-admin outside any access entry. Set trainyard:cluster."
+               "bootstrapCreatorAdmin to false and list the deployer and admin roles in "
+               "adminRoleArns (access entries).")
 
 
 @stack_rule(

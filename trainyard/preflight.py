@@ -7,11 +7,14 @@ exist in the AZ the config says. Also compares each pool's vCPU demand at max si
 regional quotas that gate GPU pools (Running On-Demand P instances L-417A185B, All P Spot
 Instance Requests L-7212CCBC) when Service Quotas answers, and that every pinned EKS add-on
 version (components/data/addons.yaml, and the FSx CSI driver where FSx is on) is offered for
-the stack's Kubernetes version.
+the stack's Kubernetes version, and that the Kubernetes version is offered and in the support
+the stack expects (`DescribeClusterVersions`), with the live end-of-support dates compared to
+components/eks_versions.py.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -106,6 +109,67 @@ def addon_findings(pins: dict[str, str], kubernetes_version: str, eks: Any) -> l
     return out
 
 
+def _day(value: Any) -> Optional[dt.date]:
+    if isinstance(value, dt.datetime):
+        return value.astimezone(dt.timezone.utc).date()
+    if isinstance(value, dt.date):
+        return value
+    return None
+
+
+def version_findings(version: str, support_type: str, eks: Any,
+                     today: Optional[dt.date] = None) -> list[Finding]:
+    """The stack's Kubernetes version against `DescribeClusterVersions`: offered, in the support
+    the stack runs under, and with the end dates components/eks_versions.py assumes; plus the
+    newest version EKS offers in standard support, when the stack is behind it."""
+    from components import eks_versions
+
+    today = today or dt.datetime.now(dt.timezone.utc).date()
+    try:
+        live = {v["clusterVersion"]: v
+                for page in eks.get_paginator("describe_cluster_versions").paginate(
+                    clusterType="eks", includeAll=True)
+                for v in page.get("clusterVersions", [])}
+    except Exception as e:  # noqa: BLE001 - an API refusal is a failed check, shown as such
+        return [Finding("version", version, False,
+                        f"could not list EKS versions: {str(e).splitlines()[0]}")]
+    item = live.get(version)
+    if item is None:
+        return [Finding("version", version, False,
+                        f"EKS does not offer Kubernetes {version} (offered: "
+                        f"{', '.join(sorted(live, key=eks_versions.version_key))})")]
+    out = []
+    status = item.get("versionStatus") or item.get("status") or "?"
+    standard_end = _day(item.get("endOfStandardSupportDate"))
+    extended_end = _day(item.get("endOfExtendedSupportDate"))
+    in_standard = standard_end is None or today < standard_end
+    in_extended = extended_end is None or today < extended_end
+    ok = in_standard or (support_type == "EXTENDED" and in_extended)
+    detail = f"Kubernetes {version}: {status}"
+    if standard_end:
+        detail += f", standard support until {standard_end.isoformat()}"
+    if not ok:
+        detail += (" (past it: set a newer kubernetesVersion, or supportType EXTENDED)"
+                   if in_extended else " (past extended support too)")
+    out.append(Finding("version", version, ok, detail))
+    ours = eks_versions.CALENDAR.get(version)
+    if ours and standard_end and ours.end_of_standard != standard_end:
+        out.append(Finding("version", version, False,
+                           f"components/eks_versions.py says standard support ends "
+                           f"{ours.end_of_standard.isoformat()}, EKS says "
+                           f"{standard_end.isoformat()}: update the calendar"))
+    standard = [v for v, i in live.items()
+                if _day(i.get("endOfStandardSupportDate")) is None
+                or today < _day(i.get("endOfStandardSupportDate"))]  # type: ignore[operator]
+    if standard:
+        newest = max(standard, key=eks_versions.version_key)
+        if eks_versions.version_key(newest) > eks_versions.version_key(version):
+            out.append(Finding("version", newest, True,
+                               f"Kubernetes {newest} is the newest in standard support "
+                               f"(the stack runs {version})"))
+    return out
+
+
 def run_checks(cfg: StackConfig, session: Any, catalog: Optional[Catalog] = None) -> list[Finding]:
     from botocore.config import Config
 
@@ -161,8 +225,10 @@ def run_checks(cfg: StackConfig, session: Any, catalog: Optional[Catalog] = None
                                 item.get("InstanceType") == pool.instance_types[0],
                                 f"{res.id} reserves {item.get('InstanceType')}"))
 
-    findings.extend(addon_findings(pinned_addons(cfg), cfg.cluster.kubernetes_version,
-                                   session.client("eks", config=retry)))
+    eks = session.client("eks", config=retry)
+    findings.extend(version_findings(cfg.cluster.kubernetes_version, cfg.cluster.support_type,
+                                     eks))
+    findings.extend(addon_findings(pinned_addons(cfg), cfg.cluster.kubernetes_version, eks))
 
     quotas = session.client("service-quotas", config=retry)
     for bucket, need in vcpu_demand(cfg, catalog).items():

@@ -66,6 +66,12 @@ def read_stack_file(path: Path, stack: str) -> dict[str, Any]:
     return doc["config"]
 
 
+def _iso(value: Any) -> str:
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not a config value")
+
+
 def engine_config(raw: dict[str, Any]) -> tuple[dict[str, str], list[str]]:
     """Encode YAML config the way the Pulumi engine hands it to a program: strings as they are,
     everything else as JSON. `{secure: ...}` values cannot be decrypted offline: they become a
@@ -77,7 +83,8 @@ def engine_config(raw: dict[str, Any]) -> tuple[dict[str, str], list[str]]:
         elif isinstance(value, str):
             out[key] = value
         else:
-            out[key] = json.dumps(value)
+            # YAML parses ISO timestamps into dates; the engine hands them over as strings.
+            out[key] = json.dumps(value, default=_iso)
     return out, secret_keys
 
 

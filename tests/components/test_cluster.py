@@ -40,12 +40,16 @@ ADDONS_133 = {
     "eks-pod-identity-agent": "v1.3.8-eksbuild.2",
     "aws-ebs-csi-driver": "v1.48.0-eksbuild.2",
     "aws-efs-csi-driver": "v2.1.11-eksbuild.1",
-    "eks-node-monitoring-agent": "v1.4.0-eksbuild.2",
+    # the first build whose chart has dcgmAgent.tolerations (components/data/addons.yaml)
+    "eks-node-monitoring-agent": "v1.7.0-eksbuild.1",
 }
 BEFORE_NODES = {"vpc-cni", "kube-proxy", "eks-pod-identity-agent"}
 
 
 # -- add-on data -------------------------------------------------------------------------------
+ADDONS_136 = {**ADDONS_133, "coredns": "v1.12.4-eksbuild.1", "kube-proxy": "v1.36.2-eksbuild.1"}
+
+
 def test_addon_set_and_versions_for_133():
     pins = addon_pins("1.33")
     assert {p.name: p.version for p in pins} == ADDONS_133
@@ -181,7 +185,7 @@ def test_endpoint(plan_for, stack, public):
 
 def test_cluster_settings(any_plan):
     i = _cluster(any_plan)["inputs"]
-    assert i["version"] == "1.33"
+    assert i["version"] == "1.36"
     assert i["accessConfig"]["authenticationMode"] == "API"
     assert i["bootstrapSelfManagedAddons"] is False
     assert i["upgradePolicy"] == {"supportType": "STANDARD"}
@@ -190,11 +194,15 @@ def test_cluster_settings(any_plan):
 def test_access_entries_for_admin_roles(plan_for):
     plan = plan_for("prod")
     entries = resources(plan, "aws:eks/accessEntry:AccessEntry")
-    assert [e["inputs"]["principalArn"] for e in entries] == [
-        "arn:aws:iam::123456789012:role/platform-admins"]
-    (assoc,) = resources(plan, "aws:eks/accessPolicyAssociation:AccessPolicyAssociation")
-    assert assoc["inputs"]["policyArn"].endswith(":cluster-access-policy/AmazonEKSClusterAdminPolicy")
-    assert assoc["inputs"]["accessScope"] == {"type": "cluster"}
+    assert {e["inputs"]["principalArn"] for e in entries} == {
+        "arn:aws:iam::123456789012:role/trainyard-deploy",
+        "arn:aws:iam::123456789012:role/platform-admins"}
+    assocs = resources(plan, "aws:eks/accessPolicyAssociation:AccessPolicyAssociation")
+    assert len(assocs) == 2
+    for assoc in assocs:
+        assert assoc["inputs"]["policyArn"].endswith(
+            ":cluster-access-policy/AmazonEKSClusterAdminPolicy")
+        assert assoc["inputs"]["accessScope"] == {"type": "cluster"}
     assert not resources(plan_for("dev"), "aws:eks/accessEntry:AccessEntry")
 
 
@@ -209,7 +217,7 @@ def test_addons_in_plan(any_plan):
     by_urn = {r["urn"]: r for r in any_plan["resources"]}
     addons = {r["inputs"]["addonName"]: r for r in resources(any_plan, ADDON)
               if r["parent"] and by_urn[r["parent"]]["type"] == "trainyard:index:Cluster"}
-    assert {n: a["inputs"]["addonVersion"] for n, a in addons.items()} == ADDONS_133
+    assert {n: a["inputs"]["addonVersion"] for n, a in addons.items()} == ADDONS_136
     system = next(r for r in resources(any_plan, NG)
                   if r["inputs"]["labels"][POOL_LABEL] == "system")
     for name, addon in addons.items():
@@ -229,7 +237,9 @@ def test_addons_in_plan(any_plan):
         json.loads(vpc_cni_configuration())
 
 
-def test_minimal_node_role(any_plan):
+def test_node_role_can_bootstrap(any_plan):
+    """AL2023's nodeadm calls ec2:DescribeInstances at boot: the node role carries
+    AmazonEKSWorkerNodePolicy (the minimal policy alone made every node group fail to join)."""
     ngs = resources(any_plan, NG)
     (role_arn,) = {ng["inputs"]["nodeRoleArn"] for ng in ngs}
     role = next(r for r in resources(any_plan, "aws:iam/role:Role")
@@ -238,6 +248,8 @@ def test_minimal_node_role(any_plan):
                       resources(any_plan, "aws:iam/rolePolicyAttachment:RolePolicyAttachment")
                       if a["inputs"]["role"] == role["outputs"]["name"])
     assert attached == sorted(NODE_POLICIES)
+    assert "AmazonEKSWorkerNodePolicy" in attached
+    assert "AmazonEKSWorkerNodeMinimalPolicy" not in attached
     assert not [r for r in resources(any_plan, "aws:iam/rolePolicy:RolePolicy")
                 if r["inputs"]["role"] == role["id"]]
 
@@ -261,10 +273,15 @@ def test_kubernetes_provider(any_plan):
 
 
 def test_kubernetes_objects_wait_for_cluster_and_nodes(any_plan):
-    """Teardown order: every Kubernetes object depends on the cluster, the system node group,
-    every add-on and every GPU node group, so destroy deletes it first."""
+    """Teardown order: every Kubernetes object depends on the cluster, the system node group and
+    every cluster add-on, so destroy deletes it first. It does NOT wait for any GPU node group: a
+    GPU pool without capacity (a sold-out p4d AZ, a Capacity Block not yet active) must not hold
+    back device plugins, monitoring, Kubeflow, teams or storage claims."""
     by_urn = {r["urn"]: r for r in any_plan["resources"]}
-    must = {r["urn"] for r in resources(any_plan, CLUSTER) + resources(any_plan, NG)}
+    gpu_groups = {r["urn"] for r in resources(any_plan, NG)
+                  if by_urn[r["parent"]]["type"] == "trainyard:index:GpuPool"}
+    assert gpu_groups
+    must = {r["urn"] for r in resources(any_plan, CLUSTER) + resources(any_plan, NG)} - gpu_groups
     must |= {r["urn"] for r in resources(any_plan, ADDON)
              if by_urn[r["parent"]]["type"] == "trainyard:index:Cluster"}
     k8s = [r for r in any_plan["resources"] if r["custom"] and r["type"].startswith("kubernetes:")]
@@ -272,3 +289,5 @@ def test_kubernetes_objects_wait_for_cluster_and_nodes(any_plan):
     for r in k8s:
         missing = {by_urn[u]["name"] for u in must - set(r["dependencies"])}
         assert not missing, f"{r['name']} does not wait for {sorted(missing)}"
+        waits = {by_urn[u]["name"] for u in gpu_groups & set(r["dependencies"])}
+        assert not waits, f"{r['name']} waits for GPU node groups {sorted(waits)}"

@@ -74,7 +74,7 @@ BAD = [
     ("dev", {"trainyard:gpuPools/0/efa": True}, "trainyard:gpuPools[0].instanceTypes[0]: efa is true but 'g5.xlarge' has no EFA support"),
     ("dev", {"trainyard:gpuPools/0/amiType": "AL2_x86_64_GPU"}, "trainyard:gpuPools[0].amiType: 'AL2_x86_64_GPU' is not one of"),
     ("dev", {"trainyard:gpuPools/0/availabilityZones": ["us-east-1c"]}, "trainyard:gpuPools[0].availabilityZones[0]: 'us-east-1c' is not one of the stack's availability zones"),
-    ("dev", {"trainyard:cluster/kubernetesVersion": "1.27"}, "trainyard:cluster.kubernetesVersion: '1.27' is not a supported Kubernetes version"),
+    ("dev", {"trainyard:cluster/kubernetesVersion": "1.27"}, "trainyard:cluster.kubernetesVersion: '1.27' is not a Kubernetes version in the EKS calendar"),
     ("dev", {"trainyard:environment": "qa"}, "trainyard:environment: 'qa' is not one of dev, prod, staging"),
     ("dev", {"trainyard:tags/owner": DELETE}, "trainyard:tags.owner: is required"),
     ("dev", {"trainyard:storage/bucketPrefix": "Bad_Prefix"}, "trainyard:storage.bucketPrefix: 'Bad_Prefix' is not a valid bucket name prefix"),

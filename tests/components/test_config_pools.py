@@ -64,7 +64,7 @@ CASES = [
     ("neuron-ami-on-nvidia", with_pool("prod", 0, amiType="AL2023_x86_64_NEURON"),
      f"{P}[0].amiType: 'AL2023_x86_64_NEURON' does not match the nvidia accelerators"),
     ("unsupported-k8s", with_cluster("prod", kubernetesVersion="1.29"),
-     "trainyard:cluster.kubernetesVersion: '1.29' is not a supported Kubernetes version"),
+     "trainyard:cluster.kubernetesVersion: '1.29' is not a Kubernetes version in the EKS calendar"),
     ("k8s-as-number", with_cluster("prod", kubernetesVersion=1.33),
      "trainyard:cluster.kubernetesVersion: expected a string"),
     ("system-min-over-max", with_cluster("dev", systemNodes={

@@ -5,7 +5,13 @@ import pytest
 from moto import mock_aws
 
 from components.catalog import load_catalog
-from trainyard.preflight import addon_findings, compare_instance, run_checks, vcpu_demand
+from trainyard.preflight import (
+    addon_findings,
+    compare_instance,
+    run_checks,
+    vcpu_demand,
+    version_findings,
+)
 from trainyard.synth import load_config
 
 CATALOG = load_catalog()
@@ -91,3 +97,75 @@ def test_prod_pins_include_fsx_csi_driver():
     assert "aws-fsx-csi-driver" in prod and "aws-fsx-csi-driver" not in dev
     assert {"vpc-cni", "coredns", "kube-proxy", "eks-pod-identity-agent", "aws-ebs-csi-driver",
             "aws-efs-csi-driver", "eks-node-monitoring-agent"} <= set(dev)
+
+
+def _versions_client(versions):
+    import datetime as dt
+
+    from botocore.stub import Stubber
+
+    eks = boto3.client("eks", region_name="us-east-1", aws_access_key_id="x",
+                       aws_secret_access_key="x")
+    stub = Stubber(eks)
+    items = [{"clusterVersion": v, "clusterType": "eks", "versionStatus": status,
+              "endOfStandardSupportDate": dt.datetime.fromisoformat(std + "T00:00:00+00:00"),
+              "endOfExtendedSupportDate": dt.datetime.fromisoformat(ext + "T00:00:00+00:00")}
+             for v, status, std, ext in versions]
+    # two pages: the paginator must follow nextToken
+    stub.add_response("describe_cluster_versions", {"clusterVersions": items[:1], "nextToken": "t"},
+                      {"clusterType": "eks", "includeAll": True})
+    stub.add_response("describe_cluster_versions", {"clusterVersions": items[1:]},
+                      {"clusterType": "eks", "includeAll": True, "nextToken": "t"})
+    return eks, stub
+
+
+LIVE = [("1.33", "EXTENDED_SUPPORT", "2026-07-29", "2027-07-29"),
+        ("1.36", "STANDARD_SUPPORT", "2027-08-02", "2028-08-02"),
+        ("1.37", "STANDARD_SUPPORT", "2027-12-23", "2028-12-23")]
+
+
+def test_version_in_standard_support_and_newer_one_named():
+    import datetime as dt
+
+    eks, stub = _versions_client(LIVE)
+    with stub:
+        found = version_findings("1.36", "STANDARD", eks, dt.date(2026, 11, 27))
+    assert [f.ok for f in found] == [True, True]
+    assert found[0].detail == ("Kubernetes 1.36: STANDARD_SUPPORT, standard support until "
+                               "2027-08-02")
+    assert found[1].subject == "1.37" and "newest in standard support" in found[1].detail
+
+
+def test_version_past_standard_support_fails_unless_extended():
+    import datetime as dt
+
+    for support, ok in (("STANDARD", False), ("EXTENDED", True)):
+        eks, stub = _versions_client(LIVE)
+        with stub:
+            found = version_findings("1.33", support, eks, dt.date(2026, 11, 27))
+        assert found[0].ok is ok, support
+
+
+def test_version_not_offered_and_calendar_drift():
+    import datetime as dt
+
+    eks, stub = _versions_client(LIVE)
+    with stub:
+        (missing,) = version_findings("1.35", "STANDARD", eks, dt.date(2026, 11, 27))
+    assert not missing.ok and "does not offer Kubernetes 1.35" in missing.detail
+    drift = [("1.36", "STANDARD_SUPPORT", "2027-07-01", "2028-07-01"), LIVE[2]]
+    eks, stub = _versions_client(drift)
+    with stub:
+        found = version_findings("1.36", "STANDARD", eks, dt.date(2026, 11, 27))
+    assert any(not f.ok and "update the calendar" in f.detail for f in found)
+
+
+def test_version_api_refusal_is_a_failed_check():
+    from botocore.stub import Stubber
+
+    eks = boto3.client("eks", region_name="us-east-1", aws_access_key_id="x",
+                       aws_secret_access_key="x")
+    with Stubber(eks) as stub:
+        stub.add_client_error("describe_cluster_versions", "AccessDeniedException", "no")
+        (f,) = version_findings("1.36", "STANDARD", eks)
+    assert not f.ok and f.detail.startswith("could not list EKS versions")
