@@ -282,7 +282,7 @@ def load(raw: Mapping[str, Any], stack: str, catalog: Optional[Catalog] = None,
     `now` (default: the current time, UTC) decides which Kubernetes versions are still in support
     and whether a Capacity Block has started."""
     catalog = catalog or load_catalog()
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     today = now.date()
     problems: list[str] = []
     if not isinstance(raw, Mapping):
@@ -584,7 +584,7 @@ def _timestamp(r: Reader, name: str) -> Optional[dt.datetime]:
     else:
         r.error(f"expected an ISO 8601 date or time, got {type(value).__name__}", name)
         return None
-    return stamp if stamp.tzinfo else stamp.replace(tzinfo=dt.timezone.utc)
+    return stamp if stamp.tzinfo else stamp.replace(tzinfo=dt.UTC)
 
 
 def _node_label_problem(key: str, value: str) -> Optional[str]:

@@ -3,10 +3,16 @@ components/data/charts.yaml).
 
 - NVIDIA device plugin: on NVIDIA nodes only (the chart's default affinity wants NFD labels we
   don't run), tolerating the GPU taint. Not on Bottlerocket nodes, whose AMI runs its own.
-- EFA device plugin: ONLY on nodes labelled `trainyard.io/efa: "true"`; on other nodes it
-  crashloops. Enforced twice: a nodeSelector, and the chart's required node affinity (built from
-  `supportedInstanceLabels`) keyed on the accelerator vendor instead of an instance-type list
-  that lags new types. The chart's second, privileged DaemonSet serves Neuron (trn) EFA nodes.
+- EFA device plugin: ONLY on nodes labelled `trainyard.io/efa: "true"`; on a node without EFA
+  devices the plugin exits and the pod restarts forever. The chart (aws/eks-charts
+  stable/aws-efa-k8s-device-plugin) renders one DaemonSet for every kind of EFA node, NVIDIA and
+  Neuron alike (its container has been privileged since eks-charts#1245, for the Neuron-EFA
+  topology). Its values give two ANDed filters, and we use both: `nodeSelector` (the EFA label)
+  and `supportedInstanceLabels`, which the chart turns into a required node affinity, one term
+  per key `In` the values; we key it on the accelerator vendor instead of the chart's
+  instance-type list, which lags new types. The chart adds `eks.amazonaws.com/compute-type
+  NotIn [auto]` itself (Auto Mode nodes bring their own plugin). Only keys the chart has are
+  passed (tests/components/data/chart_value_keys.yaml records them).
 
 Both depend on the cluster, its add-ons and every GPU node group, so `pulumi destroy` removes
 them while the cluster still answers.
@@ -82,14 +88,13 @@ def nvidia_plugin_values() -> dict:
 
 
 def efa_plugin_values(vendors: set[str]) -> dict:
-    """Values of the EFA chart. Its DaemonSet affinity is rendered from
-    `supportedInstanceLabels` (one required term per key, `In` the values); the privileged
-    DaemonSet from `privilegedSupportedInstanceLabels`, and only when that has values."""
+    """Values of the EFA chart for EFA pools of these accelerator `vendors` (nvidia, neuron).
+    The DaemonSet lands where the node has the EFA label AND its vendor is listed, and tolerates
+    the GPU/Neuron taints and `aws.amazon.com/efa`; the chart adds CriticalAddonsOnly."""
     return {
         "nodeSelector": {EFA_LABEL: "true"},
-        "supportedInstanceLabels": {"keys": [ACCELERATOR_LABEL], "values": ["nvidia"]},
-        "privilegedSupportedInstanceLabels": {
-            "keys": [ACCELERATOR_LABEL], "values": ["neuron"] if "neuron" in vendors else []},
+        "supportedInstanceLabels": {"keys": [ACCELERATOR_LABEL],
+                                    "values": sorted(v for v in vendors if v)},
         "tolerations": [_toleration(GPU_TAINT_KEY["nvidia"]), _toleration(GPU_TAINT_KEY["neuron"]),
                         _toleration(EFA_TAINT_KEY)],
     }

@@ -261,7 +261,7 @@ class GpuPool(pulumi.ComponentResource):
         if problems:
             raise ValueError(f"GpuPool {name}: " + "; ".join(problems))
         self._name, self._args, self.config = name, args, args.config
-        self._now = args.now or dt.datetime.now(dt.timezone.utc)
+        self._now = args.now or dt.datetime.now(dt.UTC)
         self._specs = pool_specs(args.config, catalog)
         self.vendor: str = self._specs[0].vendor  # type: ignore[assignment]
         self.security_group_ids = [args.cluster_security_group_id]
@@ -311,13 +311,23 @@ class GpuPool(pulumi.ComponentResource):
 
     def _create_node_group(self) -> None:
         a, c, lt = self._args, self.config, self.launch_template
+        desired = initial_desired_size(c, self._now)
+        if desired != c.desired_size:
+            pulumi.log.info(
+                f"pool {c.name}: created at desired size 0, not {c.desired_size}: its Capacity "
+                f"Block starts {c.capacity_reservation.starts_at.isoformat()}; scale it once the "
+                "block is active (docs/operations.md \"Capacity Block pools\")", self)
+        if c.capacity_type == "CAPACITY_BLOCK":
+            pulumi.log.info(f"pool {c.name} runs on a Capacity Block: scale it to 0 before a "
+                            "Kubernetes version, AMI or launch-template change (EKS cannot roll "
+                            "it otherwise)", self)
         self.node_group = aws.eks.NodeGroup(
             f"{self._name}-ng", cluster_name=a.cluster_name, node_role_arn=a.node_role_arn,
             version=a.kubernetes_version, ami_type=c.ami_type, capacity_type=c.capacity_type,
             instance_types=instance_types(c)[1], subnet_ids=list(a.subnet_ids),
             launch_template={"id": lt.id, "version": lt.latest_version.apply(str)},
             scaling_config={"min_size": c.min_size, "max_size": c.max_size,
-                            "desired_size": initial_desired_size(c, self._now)},
+                            "desired_size": desired},
             update_config=update_config(),
             node_repair_config=repair_config(c, self.vendor),
             labels=node_labels(c, self._specs), taints=node_taints(self.vendor),

@@ -29,10 +29,14 @@ ECR_REPO = "aws:ecr/repository:Repository"
 EXACT_SEMVER = re.compile(r"^v?(\d+)\.(\d+)\.(\d+)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$")
 
 # Versions with known defects on this platform (AWS_FACTS.md):
-#  - nvidia-device-plugin 0.19.0-0.19.2 claims EFA devices and breaks EFA pods;
-#  - aws-efa-k8s-device-plugin below 0.5.10 does not support p6-b200 (EFAv3) nodes.
+#  - nvidia-device-plugin 0.19.0-0.19.2 enable MOFED by default and so inject every
+#    /dev/infiniband/uverbs* node (the EFA devices) into GPU containers, outside the EFA device
+#    plugin's allocation (NVIDIA/k8s-device-plugin#1692, fixed in 0.19.3 by #1837);
+#  - aws-efa-k8s-device-plugin: plugin v0.5.10 added p6-b200 (EFAv3) support; chart and plugin
+#    versions diverged in 2024, and the oldest chart read that ships that plugin is chart 0.5.20
+#    (components/data/charts.yaml). The rule compares chart versions.
 DEFAULT_BAD_VERSIONS = {"nvidia-device-plugin": ["0.19.0", "0.19.1", "0.19.2"]}
-DEFAULT_MINIMUM_VERSIONS = {"aws-efa-k8s-device-plugin": "0.5.10", "kubeflow-trainer": "2.0.0"}
+DEFAULT_MINIMUM_VERSIONS = {"aws-efa-k8s-device-plugin": "0.5.20", "kubeflow-trainer": "2.0.0"}
 
 DEFAULT_REPOSITORIES = [
     "https://aws.github.io/eks-charts",
@@ -87,9 +91,9 @@ def helm_chart_pinned(args, cfg, report):
 @resource_rule(
     name="helm-known-bad-versions",
     description="Charts with known-bad versions for GPU/EFA nodes are not installed at those "
-                "versions (nvidia-device-plugin 0.19.0-0.19.2; EFA device plugin >= 0.5.10).",
+                "versions (nvidia-device-plugin 0.19.0-0.19.2; EFA device plugin chart >= 0.5.20).",
     family="supply-chain", types=HELM_TYPES, level=MANDATORY, severity=Severity.HIGH,
-    refs=Refs(other=("NVIDIA/k8s-device-plugin 0.19.x EFA device claim",
+    refs=Refs(other=("NVIDIA/k8s-device-plugin#1692 (MOFED on by default, 0.19.0-0.19.2)",
                      "aws-efa-k8s-device-plugin p6-b200 support")), gpu=True,
     config=schema(
         badVersions={"type": "object", "default": DEFAULT_BAD_VERSIONS,
@@ -99,7 +103,7 @@ def helm_chart_pinned(args, cfg, report):
                          "additionalProperties": {"type": "string"},
                          "description": "Chart name -> lowest acceptable version."}),
     remediation="nvidia-device-plugin: use 0.18.x (or >= 0.19.3 once validated); "
-                "aws-efa-k8s-device-plugin: >= 0.5.10.")
+                "aws-efa-k8s-device-plugin: chart >= 0.5.20.")
 def helm_known_bad_versions(args, cfg, report):
     name = chart_name(args.props)
     version = str(get(args.props, "version", "") or "")

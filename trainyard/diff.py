@@ -277,6 +277,9 @@ class ResourceDiff:
     retain_on_delete: bool = False
     """Base resource's retainOnDelete: a delete or replace leaves the old one in AWS."""
     protect: bool = False
+    capacity_block: bool = False
+    """A node group on a Capacity Block (either side): EKS can only update or roll it at
+    desired size 0, because the block has no spare instance to surge into."""
 
     @property
     def data_loss_risk(self) -> bool:
@@ -288,7 +291,8 @@ class ResourceDiff:
                 "replace_paths": self.replace_paths, "rolls_nodes": self.rolls_nodes,
                 "reasons": self.reasons, "stateful": self.stateful is not None,
                 "data_loss_risk": self.data_loss_risk, "retain_on_delete": self.retain_on_delete,
-                "protect": self.protect, "changes": [c.to_json() for c in self.changes]}
+                "protect": self.protect, "capacity_block": self.capacity_block,
+                "changes": [c.to_json() for c in self.changes]}
 
 
 @dataclass
@@ -350,7 +354,10 @@ def diff_stack(base: Optional[dict], head: Optional[dict]) -> StackDiff:
         rd = ResourceDiff(urn=urn, type=ref["type"], name=ref["name"], action=SAME,
                           stateful=STATEFUL.get(ref["type"]),
                           retain_on_delete=bool((o or n).get("retainOnDelete")),
-                          protect=bool((o or n).get("protect")))
+                          protect=bool((o or n).get("protect")),
+                          capacity_block=ref["type"] == NODE_GROUP and any(
+                              (r.get("inputs") or {}).get("capacityType") == "CAPACITY_BLOCK"
+                              for r in (o, n) if r))
         if o is None:
             rd.action = CREATE
             rd.rolls_nodes = ref["type"] == NODE_GROUP

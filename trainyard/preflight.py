@@ -111,7 +111,7 @@ def addon_findings(pins: dict[str, str], kubernetes_version: str, eks: Any) -> l
 
 def _day(value: Any) -> Optional[dt.date]:
     if isinstance(value, dt.datetime):
-        return value.astimezone(dt.timezone.utc).date()
+        return value.astimezone(dt.UTC).date()
     if isinstance(value, dt.date):
         return value
     return None
@@ -124,7 +124,7 @@ def version_findings(version: str, support_type: str, eks: Any,
     newest version EKS offers in standard support, when the stack is behind it."""
     from components import eks_versions
 
-    today = today or dt.datetime.now(dt.timezone.utc).date()
+    today = today or dt.datetime.now(dt.UTC).date()
     try:
         live = {v["clusterVersion"]: v
                 for page in eks.get_paginator("describe_cluster_versions").paginate(

@@ -370,6 +370,13 @@ def _flag(sr: StackReview) -> None:
         elif r.type == D.NODE_GROUP and r.rolls_nodes and r.action == "update":
             sr.warnings.append(f"node group **{r.name}**: every node is replaced (rolling "
                                "update): running jobs are evicted")
+        if r.type == D.NODE_GROUP and r.capacity_block and r.rolls_nodes and \
+                r.action in ("update", "replace"):
+            sr.warnings.append(f"node group **{r.name}** runs on a Capacity Block: EKS can only "
+                               "roll it at desired size 0 (the block has no spare instances). "
+                               "Scale it to 0 first (`aws eks update-nodegroup-config "
+                               "--scaling-config desiredSize=0`), then apply, then scale back; "
+                               "docs/operations.md \"Capacity Block pools\"")
 
 
 def _kinds(rs: list) -> str:

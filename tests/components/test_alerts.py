@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from components import monitoring as m
+from components.config import MonitoringConfig
 
 ALERT_FILES = sorted(m.ALERTS_DIR.glob("*.yaml"))
 PROMTOOL = shutil.which("promtool")
@@ -192,19 +193,216 @@ CASES = [
 
 @needs_promtool
 def test_promtool_unit_tests(tmp_path):
-    # Annotations are templates promtool `check rules` already validates; strip them so the
-    # cases below state only which alerts fire with which labels.
-    rule_files = []
-    for path in ALERT_FILES:
+    tests = tmp_path / "tests.yaml"
+    tests.write_text(yaml.safe_dump({"rule_files": _rule_files_for_promtool(tmp_path, ALERT_FILES),
+                                     "evaluation_interval": "1m",
+                                     "tests": CASES}, sort_keys=False))
+    out = subprocess.run([PROMTOOL, "test", "rules", str(tests)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def _rule_files_for_promtool(tmp_path, paths):
+    """Copies of `paths` without annotations (templates `check rules` already validates), so a
+    test states only which alerts fire with which labels."""
+    out = []
+    for path in paths:
         doc = yaml.safe_load(path.read_text())
         for group in doc["groups"]:
             for rule in group["rules"]:
                 rule.pop("annotations", None)
-        out = tmp_path / path.name
-        out.write_text(yaml.safe_dump(doc, sort_keys=False))
-        rule_files.append(str(out))
-    tests = tmp_path / "tests.yaml"
-    tests.write_text(yaml.safe_dump({"rule_files": rule_files, "evaluation_interval": "1m",
-                                     "tests": CASES}, sort_keys=False))
+        copy = tmp_path / path.name
+        copy.write_text(yaml.safe_dump(doc, sort_keys=False))
+        out.append(str(copy))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Nothing we ship fires on a healthy EKS GPU cluster
+# ----------------------------------------------------------------------------------------------
+# kube-prometheus-stack components EKS does not expose (data/monitoring/kube-prometheus-stack.yaml
+# turns them off): the chart's values key -> the scrape job it would have created.
+EKS_ABSENT_COMPONENTS = {"kubeControllerManager": "kube-controller-manager",
+                         "kubeScheduler": "kube-scheduler",
+                         "kubeEtcd": "kube-etcd",
+                         "kubeProxy": "kube-proxy"}
+# Metric families only those processes serve. (etcd_request_* and apiserver_storage_* come from
+# the API server, which EKS does expose; workqueue_* and rest_client_* come from many.)
+EKS_ABSENT_METRIC_PREFIXES = ("etcd_server_", "etcd_network_", "etcd_disk_", "etcd_mvcc_",
+                              "etcd_debugging_", "scheduler_", "kubeproxy_", "node_collector_",
+                              "cronjob_controller_", "endpoint_slice_controller_",
+                              "attachdetach_controller_")
+
+
+def test_no_rule_relies_on_a_component_eks_does_not_expose():
+    values = m.kube_prometheus_stack_values(MonitoringConfig())
+    for key in EKS_ABSENT_COMPONENTS:
+        assert values[key]["enabled"] is False, key
+    absent_jobs = (*EKS_ABSENT_COMPONENTS.values(), "etcd")
+    for file, rule in rules():
+        expr = rule["expr"]
+        assert not [j for j in absent_jobs if j in expr], f"{file} {rule['alert']}: {expr}"
+        names = m.promql_metric_names(expr)
+        bad = sorted(n for n in names if n.startswith(EKS_ABSENT_METRIC_PREFIXES))
+        assert not bad, f"{file} {rule['alert']}: {bad} only exist for components EKS hides"
+
+
+HEALTHY_HOURS = 4
+HEALTHY_EVAL_TIMES = ("15m", "1h", "2h", "3h", "4h")
+"""Each alert is evaluated at these times (every `for:` and every [1h] window has filled)."""
+
+
+def _seconds(duration: str) -> int:
+    n, unit = int(duration[:-1]), duration[-1]
+    return n * {"s": 1, "m": 60, "h": 3600}[unit]
+
+
+def healthy_eks_gpu_cluster(step_s: int, samples: int) -> list[dict]:
+    """promtool input series of a healthy EKS GPU cluster, sampled every `step_s` seconds:
+    two system nodes, two p4d EFA nodes (8 A100, 4 EFA devices each) running one TrainJob, a g6
+    node whose GPU nobody uses, a trn1 node; every target up; GPUs busy and cool; EFA ports
+    ACTIVE with a trickle of retransmits; counters fresh; throughput steady. What EKS hides
+    (controller-manager, scheduler, etcd, kube-proxy) is absent, as on a real cluster."""
+    n = samples - 1
+
+    def const(v):
+        return f"{v}x{n}"
+
+    def rate(per_s, start=0):  # a counter growing `per_s` per second
+        return f"{start}+{per_s * step_s}x{n}"
+
+    def clock(lag_s):  # a Unix-time gauge that trails promtool's time() by lag_s
+        return f"{-lag_s}+{step_s}x{n}"
+
+    def lb(**labels):
+        return "{" + ", ".join(f'{k}="{v}"' for k, v in labels.items()) + "}"
+
+    nodes = {  # node -> (pool, accelerator, efa, GPUs, EFA devices)
+        "ip-10-0-1-10": ("system", "none", "false", 0, 0),
+        "ip-10-0-2-10": ("system", "none", "false", 0, 0),
+        "ip-10-0-64-11": ("a100", "nvidia", "true", 8, 4),
+        "ip-10-0-64-12": ("a100", "nvidia", "true", 8, 4),
+        "ip-10-0-96-13": ("l4", "nvidia", "false", 1, 0),
+        "ip-10-0-128-14": ("trn1", "neuron", "true", 0, 8),
+    }
+    job_pods = {"ip-10-0-64-11": "llm-a100-2n-node-0-0-x7k2p",
+                "ip-10-0-64-12": "llm-a100-2n-node-0-1-q9z4m"}
+    out = []
+
+    def add(name, labels, values):
+        out.append({"series": name + lb(**labels), "values": values})
+
+    for job in ("apiserver", "coredns", "kube-state-metrics",
+                "kube-prometheus-stack-prometheus", "kube-prometheus-stack-alertmanager",
+                "kube-prometheus-stack-operator"):
+        add("up", {"job": job, "instance": f"{job}:443"}, const(1))
+    for node, (pool, accel, efa, gpus, efas) in nodes.items():
+        add("up", {"job": "kubelet", "instance": node, "node": node}, const(1))
+        add("up", {"job": "node-exporter", "instance": f"{node}:9100", "node": node}, const(1))
+        add("kube_node_status_condition",
+            {"node": node, "condition": "Ready", "status": "true"}, const(1))
+        for status in ("false", "unknown"):
+            add("kube_node_status_condition",
+                {"node": node, "condition": "Ready", "status": status}, const(0))
+        add("kube_node_labels", {"node": node, "label_trainyard_io_pool": pool,
+                                 "label_trainyard_io_accelerator": accel,
+                                 "label_trainyard_io_efa": efa}, const(1))
+        # The textfile sidecar runs on every node (an empty file where there is no EFA).
+        add("node_textfile_mtime_seconds",
+            {"node": node, "file": "/run/trainyard-textfile/efa.prom"}, clock(15))
+        if gpus:
+            add("up", {"job": "dcgm-exporter", "instance": f"{node}:9400", "node": node},
+                const(1))
+            add("kube_node_status_capacity",
+                {"node": node, "resource": "nvidia_com_gpu", "unit": "integer"}, const(gpus))
+        for g in range(gpus):
+            gpu = {"gpu": str(g), "node": node}
+            if node in job_pods:  # allocated to the TrainJob's pod on this node
+                gpu |= {"exported_namespace": "research", "exported_pod": job_pods[node],
+                        "exported_container": "node"}
+            add("DCGM_FI_DEV_GPU_UTIL", gpu, const(96 if node in job_pods else 0))
+            add("DCGM_FI_DEV_GPU_TEMP", gpu, const(64))
+            add("DCGM_FI_DEV_MEMORY_TEMP", gpu, const(72))
+            add("DCGM_FI_DEV_XID_ERRORS", gpu, const(0))
+            add("DCGM_FI_DEV_ECC_DBE_VOL_TOTAL", gpu, const(0))
+            add("DCGM_FI_DEV_ROW_REMAP_FAILURE", gpu, const(0))
+            add("DCGM_FI_DEV_NVLINK_RECOVERY_ERROR_COUNT_TOTAL", gpu, const(0))
+            # A few CRC errors since boot, none lately.
+            add("DCGM_FI_DEV_NVLINK_CRC_DATA_ERROR_COUNT_TOTAL", gpu, const(3))
+        for d in range(efas):
+            port = {"device": f"rdmap{16 + d}s27", "port": "1", "node": node}
+            add("node_infiniband_state_id", port, const(4))
+            add("node_efa_tx_pkts_total", port, rate(200_000))
+            add("node_efa_retrans_pkts_total", port, rate(20))  # 0.01% of packets
+            for counter in ("rx_drops", "rdma_read_wr_err", "rdma_write_wr_err",
+                            "unresponsive_remote_events", "impaired_remote_conn_events"):
+                add(f"node_efa_{counter}_total", port, const(0))
+    # Rank 0 of an LLM TrainJob and of a vision TrainJob (the throughput sidecar).
+    for trainjob, metric, per_s in (("llm-a100-2n", "trainyard_train_tokens_per_second", 410_000),
+                                    ("vit-l4", "trainyard_train_images_per_second", 2_400)):
+        pod = {"namespace": "research", "trainjob": trainjob,
+               "job": "monitoring/trainyard-training"}
+        add("up", pod, const(1))
+        add("trainyard_train_metrics_file_mtime_seconds", pod, clock(20))
+        add(metric, pod, const(per_s))
+    return out
+
+
+_SELECTOR = re.compile(r"(?<![\w.])([a-zA-Z_:][a-zA-Z0-9_:]*)\s*(\{[^}]*\})?")
+
+
+def vector_selectors(expr: str) -> list[str]:
+    """`metric{matchers}` of each vector selector in a PromQL expression (functions, keywords
+    and by/on label lists skipped): what must have data for the alert's silence to mean
+    anything."""
+    s = m._LABEL_LISTS.sub(" ", expr)
+    found = []
+    for mt in _SELECTOR.finditer(s):
+        name = mt.group(1)
+        if name in m._PROMQL_KEYWORDS or (not mt.group(2)
+                                          and s[mt.end():].lstrip().startswith("(")):
+            continue
+        found.append(name + (mt.group(2) or ""))
+    return list(dict.fromkeys(found))
+
+
+def test_vector_selectors():
+    assert vector_selectors('rate(node_efa_rx_drops_total[5m]) > 0') == ["node_efa_rx_drops_total"]
+    assert vector_selectors(
+        'count by (node) (DCGM_FI_DEV_GPU_TEMP) < on (node) max by (node) '
+        '(kube_node_status_capacity{resource="nvidia_com_gpu"})') == [
+        "DCGM_FI_DEV_GPU_TEMP", 'kube_node_status_capacity{resource="nvidia_com_gpu"}']
+    assert vector_selectors('time() - x{file=~".*efa.prom"} > 300') == ['x{file=~".*efa.prom"}']
+
+
+def test_the_healthy_cluster_feeds_every_metric_the_rules_read():
+    fed = {s["series"].split("{")[0] for s in healthy_eks_gpu_cluster(60, 2)}
+    for file, rule in rules():
+        missing = m.promql_metric_names(rule["expr"]) - fed
+        assert not missing, (f"{file} {rule['alert']}: give {sorted(missing)} healthy values "
+                             "in healthy_eks_gpu_cluster()")
+
+
+@needs_promtool
+@pytest.mark.parametrize("path", ALERT_FILES, ids=lambda p: p.name)
+def test_no_alert_fires_on_a_healthy_eks_gpu_cluster(tmp_path, path):
+    spec = m.kube_prometheus_stack_values(MonitoringConfig())["prometheus"]["prometheusSpec"]
+    interval = spec["evaluationInterval"]
+    step = _seconds(spec["scrapeInterval"])
+    samples = HEALTHY_HOURS * 3600 // step + 1
+    file_rules = [r for g in yaml.safe_load(path.read_text())["groups"] for r in g["rules"]]
+    selectors = [s for r in file_rules for s in vector_selectors(r["expr"])]
+    test = {
+        "interval": f"{step}s",
+        "input_series": healthy_eks_gpu_cluster(step, samples),
+        "alert_rule_test": [{"eval_time": t, "alertname": r["alert"], "exp_alerts": []}
+                            for r in file_rules for t in HEALTHY_EVAL_TIMES],
+        # Every selector the rules read has data, so the silence above is not vacuous.
+        "promql_expr_test": [{"expr": f"absent({s})", "eval_time": t, "exp_samples": []}
+                             for s in dict.fromkeys(selectors) for t in HEALTHY_EVAL_TIMES],
+    }
+    tests = tmp_path / "healthy.yaml"
+    tests.write_text(yaml.safe_dump({
+        "rule_files": _rule_files_for_promtool(tmp_path, [path]),
+        "evaluation_interval": interval, "tests": [test]}, sort_keys=False))
     out = subprocess.run([PROMTOOL, "test", "rules", str(tests)], capture_output=True, text=True)
-    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]

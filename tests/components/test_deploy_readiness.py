@@ -16,7 +16,7 @@ from components.gpu_pool import initial_desired_size
 from tests.components.test_config import DELETE, mutate, problems, stack_raw
 from tests.conftest import resources
 
-NOV_27 = dt.datetime(2026, 11, 27, 12, tzinfo=dt.timezone.utc)
+NOV_27 = dt.datetime(2026, 11, 27, 12, tzinfo=dt.UTC)
 INGRESS = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
 
 
@@ -150,8 +150,8 @@ def test_extended_support_opt_in():
     assert "left EKS extended support on 2026-11-26" in problem
     # 1.34 leaves standard support on 2026-12-02: accepted the day before, refused on the day
     raw = mutate("dev", **{"trainyard:cluster/kubernetesVersion": "1.34"})
-    load(raw, "dev", now=dt.datetime(2026, 12, 1, tzinfo=dt.timezone.utc))
-    _problems_at(raw, "dev", dt.datetime(2026, 12, 2, tzinfo=dt.timezone.utc))
+    load(raw, "dev", now=dt.datetime(2026, 12, 1, tzinfo=dt.UTC))
+    _problems_at(raw, "dev", dt.datetime(2026, 12, 2, tzinfo=dt.UTC))
 
 
 def test_upgrade_policy_follows_support_type(plan_for):
@@ -179,9 +179,9 @@ def test_future_capacity_block_pool_is_created_at_zero():
     cfg = load(_cb_raw("2026-12-15T11:30:00Z"), "prod", now=NOV_27)
     h100 = cfg.pool("h100")
     assert h100.capacity_reservation.starts_at == dt.datetime(2026, 12, 15, 11, 30,
-                                                              tzinfo=dt.timezone.utc)
+                                                              tzinfo=dt.UTC)
     assert h100.desired_size == 4 and initial_desired_size(h100, NOV_27) == 0
-    assert initial_desired_size(h100, dt.datetime(2026, 12, 16, tzinfo=dt.timezone.utc)) == 4
+    assert initial_desired_size(h100, dt.datetime(2026, 12, 16, tzinfo=dt.UTC)) == 4
     a100 = cfg.pool("a100")
     assert initial_desired_size(a100, NOV_27) == a100.desired_size
 

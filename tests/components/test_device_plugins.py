@@ -1,7 +1,11 @@
-"""Device plugins: pinned chart versions (never a known-bad one), and scheduling: the EFA plugin
-can land only on EFA nodes, the NVIDIA plugin on every NVIDIA AL2023 GPU node."""
+"""Device plugins: pinned chart versions (never a known-bad one), values that use only keys the
+upstream charts have, and scheduling: the EFA plugin can land only on EFA nodes, the NVIDIA
+plugin on every NVIDIA AL2023 GPU node."""
+
+from pathlib import Path
 
 import pytest
+import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -22,7 +26,21 @@ def test_chart_pins():
     assert not (0, 19, 0) <= version_tuple(nvidia.version) <= (0, 19, 2)
     assert (efa.chart, efa.version, efa.repo) == (
         "aws-efa-k8s-device-plugin", "0.5.26", "https://aws.github.io/eks-charts")
-    assert version_tuple(efa.version) >= (0, 5, 10)
+    # Chart, not plugin, versions: chart 0.5.20 is the oldest known to ship plugin >= v0.5.10
+    # (p6-b200); chart 0.5.10 shipped an older plugin.
+    assert efa.minimum == "0.5.20"
+    assert version_tuple(efa.version) >= version_tuple(efa.minimum)
+
+
+def test_nvidia_avoid_list_is_the_mofed_default_range():
+    """0.19.0 (#1550) switched MOFED on by default, injecting every uverbs device (EFA's too)
+    into GPU containers; 0.19.3 (#1837) switched it back off. Exactly the releases between."""
+    from policies.supply_chain import DEFAULT_BAD_VERSIONS
+
+    nvidia = chart("nvidia-device-plugin")
+    assert nvidia.avoid == ("0.19.0", "0.19.1", "0.19.2")
+    assert DEFAULT_BAD_VERSIONS["nvidia-device-plugin"] == list(nvidia.avoid)
+    assert "0.19.3" not in nvidia.avoid
 
 
 @pytest.mark.parametrize("version", ["0.19.0", "0.19.1", "0.19.2"])
@@ -98,18 +116,19 @@ def schedulable(pod, labels, taints):
                for t in taints if t["effect"] in ("NoSchedule", "NoExecute"))
 
 
-def efa_pod(values, privileged=False):
-    """The EFA chart's DaemonSet pod spec: a required term per `supportedInstanceLabels` key
-    (`In` its values), the values' nodeSelector, CriticalAddonsOnly plus the values'
-    tolerations. The privileged DaemonSet renders only when its list has values."""
-    labels = values["privilegedSupportedInstanceLabels" if privileged else "supportedInstanceLabels"]
-    if not labels["values"]:
-        return None
+def efa_pod(values):
+    """The EFA chart's (single) DaemonSet pod spec, as templates/daemonset.yaml renders it: the
+    values' nodeSelector; a required node-affinity term per `supportedInstanceLabels` key (`In`
+    its values), the last one also excluding EKS Auto Mode nodes; CriticalAddonsOnly plus the
+    values' tolerations."""
+    labels = values["supportedInstanceLabels"]
+    terms = [{"matchExpressions": [{"key": k, "operator": "In", "values": labels["values"]}]}
+             for k in labels["keys"]]
+    terms[-1]["matchExpressions"].append(
+        {"key": "eks.amazonaws.com/compute-type", "operator": "NotIn", "values": ["auto"]})
     return {"nodeSelector": values.get("nodeSelector", {}),
             "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
-                "nodeSelectorTerms": [{"matchExpressions": [
-                    {"key": k, "operator": "In", "values": labels["values"]}]}
-                    for k in labels["keys"]]}}},
+                "nodeSelectorTerms": terms}}},
             "tolerations": [{"key": "CriticalAddonsOnly", "operator": "Exists"},
                             *values.get("tolerations", [])]}
 
@@ -134,10 +153,8 @@ def test_efa_plugin_only_on_efa_nodes(plan_for, stack):
     if values is None:
         assert not efa_pools
         return
-    pods = [p for p in (efa_pod(values), efa_pod(values, privileged=True)) if p]
     for pool, labels, taints in nodes(plan):
-        lands = any(schedulable(p, labels, taints) for p in pods)
-        assert lands == (pool in efa_pools), pool
+        assert schedulable(efa_pod(values), labels, taints) == (pool in efa_pools), pool
 
 
 @pytest.mark.parametrize("stack", ["dev", "staging", "prod"])
@@ -158,13 +175,50 @@ def test_nvidia_plugin_skips_bottlerocket_and_neuron():
     assert not schedulable(values, {**base, ACCELERATOR_LABEL: "neuron"}, [])
 
 
-def test_neuron_efa_nodes_get_the_privileged_daemonset_only():
-    values = efa_plugin_values({"nvidia", "neuron"})
+def test_neuron_efa_nodes_get_the_plugin_only_when_a_neuron_pool_has_efa():
     trn = {ACCELERATOR_LABEL: "neuron", EFA_LABEL: "true"}
     taint = [{"key": "aws.amazon.com/neuron", "value": "true", "effect": "NoSchedule"}]
-    assert schedulable(efa_pod(values, privileged=True), trn, taint)
-    assert not schedulable(efa_pod(values), trn, taint)
-    assert efa_pod(efa_plugin_values({"nvidia"}), privileged=True) is None
+    assert schedulable(efa_pod(efa_plugin_values({"nvidia", "neuron"})), trn, taint)
+    assert not schedulable(efa_pod(efa_plugin_values({"nvidia"})), trn, taint)
+
+
+# -- values use only keys the charts have ----------------------------------------------------
+CHART_KEYS = yaml.safe_load(
+    (Path(__file__).parent / "data" / "chart_value_keys.yaml").read_text())
+
+
+def unknown_keys(values: dict, known: list[str], prefix: str = "") -> list[str]:
+    """Key paths of `values` that are neither a recorded key path nor below one."""
+    out = []
+    for key, value in values.items():
+        path = f"{prefix}{key}"
+        if path in known:
+            continue
+        if isinstance(value, dict) and any(k.startswith(path + ".") for k in known):
+            out += unknown_keys(value, known, path + ".")
+        else:
+            out.append(path)
+    return out
+
+
+def test_unknown_keys():
+    known = ["a.b", "c"]
+    assert unknown_keys({"a": {"b": 1, "x": 2}, "c": {"any": 1}, "d": 0}, known) == ["a.x", "d"]
+
+
+@pytest.mark.parametrize("vendors", [{"nvidia"}, {"neuron"}, {"nvidia", "neuron"}])
+def test_efa_values_use_only_keys_the_chart_has(vendors):
+    known = CHART_KEYS["aws-efa-k8s-device-plugin"]["keys"]
+    assert unknown_keys(efa_plugin_values(vendors), known) == []
+    # What the fork / draft eks-charts#1244 added: the released chart would ignore it.
+    assert "privilegedSupportedInstanceLabels" not in known
+
+
+@pytest.mark.parametrize("stack", ["staging", "prod"])
+def test_efa_values_in_the_plan_use_only_keys_the_chart_has(plan_for, stack):
+    values = next(r["inputs"]["values"] for r in resources(plan_for(stack), RELEASE)
+                  if r["inputs"]["chart"] == "aws-efa-k8s-device-plugin")
+    assert unknown_keys(values, CHART_KEYS["aws-efa-k8s-device-plugin"]["keys"]) == []
 
 
 label_values = st.sampled_from(["true", "false", "nvidia", "neuron", "", "yes"])
@@ -176,7 +230,5 @@ label_values = st.sampled_from(["true", "false", "nvidia", "neuron", "", "yes"])
                                  "CriticalAddonsOnly"]), unique=True))
 def test_efa_plugin_never_lands_without_efa_label(labels, taint_keys):
     taints = [{"key": k, "value": "true", "effect": "NoSchedule"} for k in taint_keys]
-    values = efa_plugin_values({"nvidia", "neuron"})
-    for pod in (efa_pod(values), efa_pod(values, privileged=True)):
-        if schedulable(pod, labels, taints):
-            assert labels.get(EFA_LABEL) == "true"
+    if schedulable(efa_pod(efa_plugin_values({"nvidia", "neuron"})), labels, taints):
+        assert labels.get(EFA_LABEL) == "true"

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 import yaml
@@ -70,6 +71,39 @@ def test_kube_prometheus_stack_values_follow_the_config():
     ne = v["prometheus-node-exporter"]
     assert "--collector.textfile.directory=/run/trainyard-textfile" in ne["extraArgs"]
     assert [s["name"] for s in ne["sidecars"]] == ["efa-textfile"]
+
+
+CHART_KEYS = yaml.safe_load(
+    (Path(__file__).parent / "data" / "chart_value_keys.yaml").read_text())
+
+
+def _get(values: dict, dotted: str):
+    for part in dotted.split("."):
+        values = values[part]
+    return values
+
+
+def test_kube_prometheus_stack_skips_what_eks_does_not_expose():
+    """EKS hides kube-controller-manager, kube-scheduler and etcd, and binds kube-proxy's metrics
+    to the node's loopback: scraping them (the chart's default) makes their *Down alerts fire
+    forever. Every such switch, under the chart's own key name, is off."""
+    v = m.kube_prometheus_stack_values(MonitoringConfig())
+    switches = CHART_KEYS["kube-prometheus-stack"]["keys"]
+    assert {k.split(".")[0] for k in switches} == {
+        "kubeControllerManager", "kubeScheduler", "kubeEtcd", "kubeProxy", "defaultRules"}
+    for key in switches:
+        assert _get(v, key) is False, key
+    # Only those: the API server, kubelet, CoreDNS, node-exporter and kube-state-metrics rules
+    # stay at the chart's defaults (on), and rules as a whole are still created.
+    assert set(v["defaultRules"]) == {"rules"}
+    assert set(v["defaultRules"]["rules"]) == {k.rsplit(".", 1)[1] for k in switches
+                                               if k.startswith("defaultRules.")}
+
+
+def test_prod_plan_installs_kube_prometheus_stack_without_eks_hidden_targets(prod):
+    values = releases(prod)["kube-prometheus-stack"]["inputs"]["values"]
+    for key in CHART_KEYS["kube-prometheus-stack"]["keys"]:
+        assert _get(values, key) is False, key
 
 
 def test_dcgm_exporter_values_run_on_nvidia_nodes_with_our_counters():

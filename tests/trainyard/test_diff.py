@@ -318,3 +318,31 @@ def test_capacity_counts_capacity_block_pools(plan_for):
     # a100 16x8 + h100 4x8 + g-spot 8x8 + eval-spot 6x4 GPUs; EFA 16x4 + 4x32 + 8x1
     assert (cap.gpus, cap.efa_interfaces) == (248, 200)
     assert cap.unknown_types == ()
+
+
+def test_capacity_block_roll_says_scale_to_zero_first(plan_for):
+    """A version change rolls every node; on a Capacity Block EKS can only do that at desired 0,
+    and review says so (EKS user guide, Capacity Blocks for managed node groups)."""
+    from trainyard import review as R
+
+    base = plan_for("prod")
+    head = copy.deepcopy(base)
+    for r in head["resources"]:
+        if r["type"] == D.NODE_GROUP and r["inputs"].get("version"):
+            r["inputs"]["version"] = "1.37"
+    sd = D.diff_stack(base, head)
+    flagged = {r.name for r in sd.resources if r.capacity_block}
+    assert flagged == {"trainyard-pool-h100-ng"}
+    sr = R.StackReview("prod", R.Side(True, base), R.Side(True, head), status="changed", diff=sd)
+    R._flag(sr)
+    cb = [w for w in sr.warnings if "Capacity Block" in w]
+    assert len(cb) == 1 and "trainyard-pool-h100-ng" in cb[0] and "desiredSize=0" in cb[0]
+    # a max-size change does not roll the nodes: no Capacity Block warning
+    head = copy.deepcopy(base)
+    for r in head["resources"]:
+        if r["name"] == "trainyard-pool-h100-ng":
+            r["inputs"]["scalingConfig"]["maxSize"] = 8
+    sr = R.StackReview("prod", R.Side(True, base), R.Side(True, head), status="changed",
+                       diff=D.diff_stack(base, head))
+    R._flag(sr)
+    assert not [w for w in sr.warnings if "Capacity Block" in w]
