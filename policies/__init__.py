@@ -7,7 +7,18 @@ objects offline over a plan. Rules live in one module per family; see docs/polic
 
 from __future__ import annotations
 
-from . import cluster, compute, iam, kubernetes, network, storage, supply_chain, tagging
+from . import (
+    cluster,
+    compute,
+    iam,
+    kubernetes,
+    network,
+    readiness,
+    schedulability,
+    storage,
+    supply_chain,
+    tagging,
+)
 from .common import FAMILIES
 
 PACK_NAME = "trainyard"
@@ -28,6 +39,7 @@ BY_FAMILY = {
     "kubernetes": _collect(kubernetes),
     "tagging-cost": _collect(tagging),
     "supply-chain": _collect(supply_chain),
+    "readiness": _collect(readiness) + _collect(schedulability),
 }
 # Modules import each other's helpers, never each other's policies: each policy belongs to the
 # module that declares it.

@@ -45,6 +45,8 @@ FAMILIES = {
     "kubernetes": "Kubernetes objects: namespaces, RBAC, network policies, quotas, pods",
     "tagging-cost": "Tagging and cost: required tags, GPU budget, NAT and endpoint cost",
     "supply-chain": "Supply chain: Helm chart pinning, known-bad versions, repositories, images",
+    "readiness": "Deploy readiness: will the platform run once applied (scheduling, node "
+                 "bootstrap, reachability, scale-from-zero, version lifecycle)",
 }
 
 

@@ -166,7 +166,7 @@ def efa_pool(instance="p4d.24xlarge", efa=4, pg_strategy: Optional[str] = "clust
 
 def cluster_props(**over) -> dict:
     props = {
-        "version": "1.33", "roleArn": "arn:aws:iam::123456789012:role/cluster",
+        "version": "1.36", "roleArn": "arn:aws:iam::123456789012:role/cluster",
         "enabledClusterLogTypes": ["api", "audit", "authenticator", "controllerManager",
                                    "scheduler"],
         "encryptionConfig": {"provider": {"keyArn": "arn:aws:kms:us-east-1:1:key/k"},
@@ -563,10 +563,6 @@ FIXTURES: dict[str, dict[str, list[Case]]] = {
                       config={"allowPublicEndpoint": True,
                               "allowedPublicCidrs": ["203.0.113.0/24"]}, label="allowed")],
     },
-    "eks-supported-version": {
-        "bad": [Case([R(CLUSTER, "c", cluster_props(version="1.27"))], "c")],
-        "good": [Case([R(CLUSTER, "c", cluster_props())])],
-    },
     "eks-access-entries": {
         "bad": [Case([R(CLUSTER, "c", cluster_props(accessConfig={
             "authenticationMode": "CONFIG_MAP"}))], "c"),
@@ -891,3 +887,10 @@ FIXTURES: dict[str, dict[str, list[Case]]] = {
             "vpcEndpointType": "Gateway"})])],
     },
 }
+
+# Families with many fixtures keep them in their own files (they import the helpers above).
+from fixtures_readiness import READINESS_FIXTURES  # noqa: E402
+from fixtures_schedulability import SCHEDULABILITY_FIXTURES  # noqa: E402
+
+FIXTURES.update(READINESS_FIXTURES)
+FIXTURES.update(SCHEDULABILITY_FIXTURES)

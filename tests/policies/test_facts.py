@@ -15,6 +15,7 @@ def test_facts_table_matches_catalog():
         assert f.vendor == it.vendor, name
         assert f.accelerator == it.gpu_model, name
         assert abs(f.price - it.price_per_hour) < 1e-9, name
+        assert (f.vcpus, f.memory_gib) == (it.vcpus, it.memory_gib), name
         assert f.shape == it.shape, name
     assert facts.PRICE_DATE == cat.price_date
     assert facts.REFERENCE_REGION == cat.reference_region
@@ -26,3 +27,23 @@ def test_vendor_of_unknown_types_by_family():
     assert facts.vendor_of("inf2.48xlarge") == "neuron"
     assert facts.vendor_of("m7g.large") is None
     assert facts.vendor_of("c7gn.16xlarge") is None
+
+
+def test_every_type_has_cpu_and_memory():
+    """The schedulability rule derives allocatable CPU and memory from these columns."""
+    for name, f in facts.INSTANCES.items():
+        assert f.vcpus >= 2 and f.memory_gib >= 4, name
+        assert f.memory_gib >= 2 * f.vcpus, name  # every family in the catalog has >= 2 GiB/vCPU
+
+
+def test_eks_calendar_matches_components():
+    """The pack keeps its own copy of the EKS calendar (it may not import components/): both
+    must say the same for every version config accepts."""
+    from components import eks_versions as ours
+    from policies import eks_versions as pack
+
+    assert set(ours.CALENDAR) <= set(pack.CALENDAR)
+    for version, v in ours.CALENDAR.items():
+        p = pack.CALENDAR[version]
+        assert (p.released, p.end_of_standard, p.end_of_extended, p.confirmed) == \
+            (v.eks_release, v.end_of_standard, v.end_of_extended, v.confirmed), version
