@@ -2,7 +2,13 @@
 
 `load(raw, stack)` takes the stack file's `config:` mapping (keys like `trainyard:network`,
 `aws:region`) with values already decoded from YAML, and returns a frozen `StackConfig` or raises
-`ConfigError` listing every problem, each as `trainyard:<path>: <what is wrong>`.
+`ConfigError` listing every problem, each as `trainyard:<path>: <what is wrong>`: one problem per
+bad value (rules that tie fields together judge only fields that parsed, see
+config_reader.Reader.parsed).
+
+Regions, availability zones and which instance types a region offers are checked against offline
+data (components/data/regions.json, written by scripts/refresh_region_data.py from botocore and
+moto); `trainyard preflight` checks the same things live against the account.
 
 Nothing here touches Pulumi: `__main__.py` reads the engine's config and hands it over, and
 `trainyard plan` calls the same function on the stack file before anything is synthesized.
@@ -11,15 +17,29 @@ Nothing here touches Pulumi: `__main__.py` reads the engine's config and hands i
 from __future__ import annotations
 
 import datetime as dt
+import difflib
+import functools
+import importlib.util
 import ipaddress
+import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Optional
 
 from components import eks_versions, netmath
 from components.catalog import Catalog, load_catalog
-from components.config_reader import REQUIRED, ConfigError, Reader, cidr_check, name_check
+from components.config_reader import (
+    REQUIRED,
+    ConfigError,
+    Reader,
+    cidr_check,
+    covers,
+    kind,
+    name_check,
+    problem_path,
+)
 
 __all__ = ["ConfigError", "StackConfig", "load", "SUPPORTED_K8S_VERSIONS"]
 
@@ -46,7 +66,7 @@ INTERFACE_ENDPOINTS = ("ec2", "ecr.api", "ecr.dkr", "sts", "logs", "eks", "eks-a
 DEFAULT_INTERFACE_ENDPOINTS = ("ec2", "ecr.api", "ecr.dkr", "sts", "logs", "eks", "eks-auth",
                                "elasticloadbalancing", "autoscaling")
 FSX_THROUGHPUTS = (125, 250, 500, 1000)
-_AZ_RE = re.compile(r"^([a-z]{2}(-gov)?-[a-z]+-\d)([a-z])$")
+_AZ_RE = re.compile(r"^([a-z]+(?:-[a-z]+)+-\d+)([a-z])$")
 _ROLE_ARN_RE = re.compile(r"^arn:aws(-[a-z]+)*:iam::\d{12}:role/[\w+=,.@/-]+$")
 _RESERVATION_RE = re.compile(r"^cr-[0-9a-f]{8,17}$")
 _SECURITY_GROUP_RE = re.compile(r"^sg-[0-9a-f]{8,17}$")
@@ -59,6 +79,86 @@ SYSTEM_POOL_NAME = "system"
 # "-access-logs-" (13): 63 - 26 - 13 = 24 characters are left for the configured prefix.
 _BUCKET_PREFIX_RE = re.compile(r"^[a-z0-9][a-z0-9-]{1,22}[a-z0-9]$")
 _BUCKET_RESERVED_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
+REGIONS_PATH = Path(__file__).parent / "data" / "regions.json"
+PREFLIGHT_HINT = "`trainyard preflight` checks live"
+
+
+# ----------------------------------------------------------------------------------------------
+# Offline region data
+# ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RegionFacts:
+    """What the offline data says about one region (components/data/regions.json)."""
+
+    name: str
+    azs: Optional[frozenset[str]]
+    """Zone names accounts see; None: a region known to botocore without offline zone data."""
+    offered: Optional[Mapping[str, tuple[str, ...]]]
+    """Instance type -> zone ids offering it (ids, not names: names map to zones per account)."""
+    checked_types: frozenset[str]
+    """Catalog types the data was extracted for; others cannot be judged offline."""
+    source: str
+    """`offline data from moto X.Y.Z, <extraction date>`."""
+
+    def offers(self, instance_type: str) -> Optional[bool]:
+        """Whether any zone of the region offers the type; None when the data cannot tell."""
+        if self.offered is None or instance_type not in self.checked_types:
+            return None
+        return bool(self.offered.get(instance_type))
+
+
+@functools.lru_cache(maxsize=1)
+def region_data() -> dict:
+    with REGIONS_PATH.open() as f:
+        return json.load(f)
+
+
+def data_source() -> str:
+    data = region_data()
+    return f"offline data from moto {data['sources']['moto']}, {data['extracted']}"
+
+
+@functools.lru_cache(maxsize=1)
+def _botocore_regions() -> tuple[Optional[str], frozenset[str]]:
+    """The installed botocore's version and region names: it may know regions newer than the
+    offline data. (None, empty) without botocore."""
+    spec = importlib.util.find_spec("botocore")
+    if spec is None or not spec.origin:
+        return None, frozenset()
+    from importlib import metadata
+
+    try:
+        with (Path(spec.origin).parent / "data" / "partitions.json").open() as f:
+            partitions = json.load(f)["partitions"]
+        version: Optional[str] = metadata.version("botocore")
+    except (OSError, ValueError, KeyError, metadata.PackageNotFoundError):
+        return None, frozenset()
+    return version, frozenset(r for p in partitions for r in p.get("regions", {})
+                              if not r.endswith("-global"))
+
+
+def region_facts(region: str) -> tuple[Optional[RegionFacts], Optional[str]]:
+    """(facts, None) for a known region, (None, why not) for a name that is not a region.
+
+    A region the offline data lists without zones, or only the installed botocore knows (newer
+    than the data), is accepted with no zone or offering checks."""
+    data = region_data()
+    checked = frozenset(data["instanceTypes"])
+    if region in data["regions"]:
+        entry = data["regions"][region]
+        if entry is None:
+            return RegionFacts(region, None, None, checked, data_source()), None
+        return RegionFacts(region, frozenset(entry["azs"]),
+                           {t: tuple(z) for t, z in entry["offered"].items()}, checked,
+                           data_source()), None
+    version, newer = _botocore_regions()
+    if region in newer:
+        return RegionFacts(region, None, None, checked, data_source()), None
+    known = sorted(set(data["regions"]) | newer)
+    close = difflib.get_close_matches(region, known, n=1)
+    hint = f"did you mean {close[0]!r}?" if close else "e.g. us-east-1"
+    return None, (f"{region!r} is not an AWS region (not in the region list of botocore "
+                  f"{version or data['sources']['botocore']}; {hint})")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -286,15 +386,17 @@ def load(raw: Mapping[str, Any], stack: str, catalog: Optional[Catalog] = None,
     today = now.date()
     problems: list[str] = []
     if not isinstance(raw, Mapping):
-        raise ConfigError([f"config: expected a mapping of keys, got {type(raw).__name__}"])
+        raise ConfigError([f"config: expected a mapping of keys, got {kind(raw)}"])
+    for key in raw:
+        if not isinstance(key, str):
+            problems.append(f"config: key {key!r} is not a string (config keys look like "
+                            f"{NS}:network)")
 
-    ours = {k[len(NS) + 1:]: v for k, v in raw.items() if k.startswith(NS + ":")}
+    ours = {k[len(NS) + 1:]: v for k, v in raw.items()
+            if isinstance(k, str) and k.startswith(NS + ":")}
     root = Reader(ours, NS + ":", problems)  # keys read as `trainyard:gpuPools[0].name`
 
-    region = raw.get("aws:region")
-    if not isinstance(region, str) or not re.match(r"^[a-z]{2}(-gov)?-[a-z]+-\d$", region):
-        problems.append(f"aws:region: {region!r} is not an AWS region (e.g. us-east-1)")
-        region = ""
+    region, facts = _region(raw.get("aws:region"), problems)
 
     environment = root.str("environment", choices=ENVIRONMENTS)
     tags_r = root.child("tags")
@@ -307,9 +409,9 @@ def load(raw: Mapping[str, Any], stack: str, catalog: Optional[Catalog] = None,
     tags_r.finish()
     tags.update(extra)
 
-    network = _network(root.child("network"), region)
-    cluster = _cluster(root.child("cluster"), catalog, environment, today)
-    pools = tuple(_pool(r, network, catalog, now) for r in root.items("gpuPools"))
+    network = _network(root.child("network", required=True), facts)
+    cluster = _cluster(root.child("cluster"), catalog, environment, today, facts)
+    pools = _pools(root, network, catalog, now, facts)
     storage = _storage(root.child("storage"))
     monitoring = _monitoring(root.child("monitoring"))
     kubeflow = _kubeflow(root.child("kubeflow"))
@@ -324,21 +426,43 @@ def load(raw: Mapping[str, Any], stack: str, catalog: Optional[Catalog] = None,
                        monitoring=monitoring, kubeflow=kubeflow, teams=teams)
 
 
-def _az_check(region: str):
+def _region(value: Any, problems: list[str]) -> tuple[str, Optional[RegionFacts]]:
+    """`aws:region`: the region name and its offline facts ("" and None when rejected)."""
+    if value is None:
+        problems.append("aws:region: is required (e.g. us-east-1)")
+        return "", None
+    if not isinstance(value, str):
+        problems.append(f"aws:region: expected a string, got {kind(value)} {value!r}")
+        return "", None
+    facts, problem = region_facts(value)
+    if problem:
+        problems.append(f"aws:region: {problem}")
+        return "", None
+    return value, facts
+
+
+def _az_check(facts: Optional[RegionFacts]) -> Callable[[str], Optional[str]]:
+    """An availability zone name of the stack's region (only its shape when the region was
+    rejected; no existence check where the offline data has no zones for the region)."""
     def check(value: str) -> Optional[str]:
         m = _AZ_RE.match(value)
         if not m:
             return "is not an availability zone name (e.g. us-east-1a)"
-        if region and m.group(1) != region:
-            return f"is not in region {region!r}"
+        if facts is None:
+            return None
+        if m.group(1) != facts.name:
+            return f"is not in region {facts.name!r}"
+        if facts.azs is not None and value not in facts.azs:
+            return (f"is not an availability zone of {facts.name} "
+                    f"({', '.join(sorted(facts.azs))}: {facts.source}; {PREFLIGHT_HINT})")
         return None
     return check
 
 
-def _network(r: Reader, region: str) -> NetworkConfig:
+def _network(r: Reader, facts: Optional[RegionFacts]) -> NetworkConfig:
     n = NetworkConfig(
-        vpc_cidr=r.str("vpcCidr", check=cidr_check) or "",
-        availability_zones=r.str_list("availabilityZones", min_items=2, check=_az_check(region)),
+        vpc_cidr=r.str("vpcCidr", check=_vpc_cidr_check) or "",
+        availability_zones=r.str_list("availabilityZones", min_items=2, check=_az_check(facts)),
         nat_gateways=r.str("natGateways", "single", choices=NAT_MODES),
         private_subnet_prefix=r.int("privateSubnetPrefix", None, min=16, max=26),
         public_subnet_prefix=r.int("publicSubnetPrefix", 24, min=16, max=28),
@@ -348,10 +472,10 @@ def _network(r: Reader, region: str) -> NetworkConfig:
             check=lambda v: None if v in INTERFACE_ENDPOINTS else
             f"is not a supported endpoint ({', '.join(INTERFACE_ENDPOINTS)})"),
     )
-    if len(n.availability_zones) > 6:
+    if r.parsed("availabilityZones") and len(n.availability_zones) > 6:
         r.error(f"at most 6 availability zones, got {len(n.availability_zones)}", "availabilityZones")
     r.finish()
-    if n.vpc_cidr and not cidr_check(n.vpc_cidr) and len(n.availability_zones) >= 2:
+    if r.parsed("vpcCidr", "availabilityZones", "privateSubnetPrefix", "publicSubnetPrefix"):
         try:
             netmath.carve_subnets(n.vpc_cidr, n.availability_zones, n.private_subnet_prefix,
                                   n.public_subnet_prefix)
@@ -360,19 +484,21 @@ def _network(r: Reader, region: str) -> NetworkConfig:
     return n
 
 
+def _vpc_cidr_check(value: str) -> Optional[str]:
+    problem = cidr_check(value)
+    if problem:
+        return problem
+    if not 16 <= ipaddress.ip_network(value).prefixlen <= 28:
+        return "is not a VPC size AWS allows (/16 to /28)"
+    return None
+
+
 def _retention(r: Reader, name: str, default: int) -> int:
     value = r.int(name, default)
     if value is not None and value not in LOG_RETENTION_DAYS:
         r.error(f"{value} is not a CloudWatch Logs retention period "
                 f"({', '.join(map(str, LOG_RETENTION_DAYS[:12]))}, ...)", name)
     return value
-
-
-def _reported(r: Reader, key: str) -> bool:
-    """Whether a problem was already recorded at or under `key` (cross-field rules only judge
-    fields that parsed)."""
-    where = r.key(key)
-    return any(p.startswith((where + ":", where + ".", where + "[")) for p in r.problems)
 
 
 def _deployer_access(r: Reader) -> DeployerAccess:
@@ -393,45 +519,50 @@ def _deployer_access(r: Reader) -> DeployerAccess:
     return access
 
 
-def _cluster(r: Reader, catalog: Catalog, environment: Optional[str],
-             today: dt.date) -> ClusterConfig:
+def _cluster(r: Reader, catalog: Catalog, environment: Optional[str], today: dt.date,
+             facts: Optional[RegionFacts]) -> ClusterConfig:
     s = r.child("systemNodes")
     system = SystemNodesConfig(
         instance_types=s.str_list("instanceTypes", ("m6i.xlarge",), min_items=1,
-                                  check=_known_type(catalog)),
+                                  check=_type_check(catalog, facts)),
         min_size=s.int("minSize", 2, min=1),
         desired_size=s.int("desiredSize", 2, min=1),
         max_size=s.int("maxSize", 4, min=1, max=100),
     )
-    _sizes(s, system.min_size, system.desired_size, system.max_size)
+    if s.parsed("minSize", "desiredSize", "maxSize"):
+        _sizes(s, system.min_size, system.desired_size, system.max_size)
     s.finish()
     support_type = r.str("supportType", "STANDARD", choices=eks_versions.SUPPORT_TYPES)
+    # A rejected supportType leaves only the checks that hold for either support type.
     version = r.str("kubernetesVersion", eks_versions.DEFAULT_VERSION,
-                    check=lambda v: eks_versions.support_problem(v, support_type or "STANDARD",
-                                                                 today))
+                    check=lambda v: eks_versions.support_problem(
+                        v, support_type if r.parsed("supportType") else "EXTENDED", today))
     deployer = _deployer_access(r.child("deployerAccess"))
     c = ClusterConfig(
         kubernetes_version=version,
         support_type=support_type or "STANDARD",
         endpoint_public_access=r.bool("endpointPublicAccess", True),
-        public_access_cidrs=r.str_list("publicAccessCidrs", (), check=cidr_check),
+        public_access_cidrs=r.str_list("publicAccessCidrs", (), check=_public_cidr_check),
         deployer_access=deployer,
         admin_role_arns=r.str_list("adminRoleArns", (), check=_role_arn_check),
         bootstrap_creator_admin=r.bool("bootstrapCreatorAdmin", environment != "prod"),
         log_retention_days=_retention(r, "logRetentionDays", 90),
         system_nodes=system,
     )
-    if c.endpoint_public_access is True and not c.public_access_cidrs and \
-            not r.has("publicAccessCidrs"):
+    if r.parsed("endpointPublicAccess", "publicAccessCidrs") and \
+            c.endpoint_public_access is True and not c.public_access_cidrs:
         r.error("is required when endpointPublicAccess is true (name the CIDRs allowed to reach "
-                "the API)", "publicAccessCidrs")
-    if c.endpoint_public_access is False and not deployer.declared and \
-            not _reported(r, "deployerAccess"):
+                "the API)" if not r.has("publicAccessCidrs") else
+                "is empty, which EKS reads as 0.0.0.0/0 (the whole internet); name the CIDRs "
+                "allowed to reach the API, or set endpointPublicAccess: false",
+                "publicAccessCidrs")
+    if r.parsed("endpointPublicAccess", "deployerAccess") and \
+            c.endpoint_public_access is False and not deployer.declared:
         r.error("is required when endpointPublicAccess is false: name the CIDRs or security "
                 "groups `pulumi up` runs from (docs/operations.md \"First deploy\"); nothing else "
                 "can reach a private-only endpoint", "deployerAccess")
-    if c.bootstrap_creator_admin is False and not c.admin_role_arns and \
-            not _reported(r, "adminRoleArns"):
+    if r.parsed("bootstrapCreatorAdmin", "adminRoleArns") and \
+            c.bootstrap_creator_admin is False and not c.admin_role_arns:
         r.error("is required when bootstrapCreatorAdmin is false: name at least the role `pulumi "
                 "up` runs as, or nothing can create the Kubernetes objects", "adminRoleArns")
     r.finish()
@@ -442,8 +573,29 @@ def _role_arn_check(value: str) -> Optional[str]:
     return None if _ROLE_ARN_RE.match(value) else "is not an IAM role ARN"
 
 
-def _known_type(catalog: Catalog):
-    return lambda v: None if catalog.knows(v) else "is not a known instance type"
+def _public_cidr_check(value: str) -> Optional[str]:
+    problem = cidr_check(value)
+    if problem:
+        return problem
+    if ipaddress.ip_network(value).prefixlen == 0:
+        return ("opens the API endpoint to the whole internet; name the networks that need it "
+                "(an office or VPN egress range), or set endpointPublicAccess: false")
+    return None
+
+
+def _type_check(catalog: Catalog, facts: Optional[RegionFacts],
+                accelerated: bool = False) -> Callable[[str], Optional[str]]:
+    """A catalog instance type the region offers (offline data; no offering check without
+    `facts`). `accelerated`: a GPU pool's type, which must have an accelerator."""
+    def check(value: str) -> Optional[str]:
+        if not catalog.knows(value):
+            return "is not a known instance type"
+        if accelerated and not catalog.get(value).is_accelerated:
+            return "has no GPU or accelerator; use cluster.systemNodes for CPU nodes"
+        if facts is not None and facts.offers(value) is False:
+            return f"is not offered in {facts.name} ({facts.source}; {PREFLIGHT_HINT})"
+        return None
+    return check
 
 
 def _sizes(r: Reader, lo: Optional[int], want: Optional[int], hi: Optional[int]) -> None:
@@ -455,95 +607,119 @@ def _sizes(r: Reader, lo: Optional[int], want: Optional[int], hi: Optional[int])
         r.error(f"{want} must lie between minSize {lo} and maxSize {hi}", "desiredSize")
 
 
-def _pool(r: Reader, network: NetworkConfig, catalog: Catalog,
-          now: dt.datetime) -> GpuPoolConfig:
+def _pools(root: Reader, network: NetworkConfig, catalog: Catalog, now: dt.datetime,
+           facts: Optional[RegionFacts]) -> tuple[GpuPoolConfig, ...]:
+    if root.raw.get("gpuPools") in (None, []):
+        root.items("gpuPools")  # marks the key as read
+        root.error("at least one GPU pool is required: trainyard is a GPU training platform, "
+                   "and its training runtimes, team quotas and shared storage (EFS mount "
+                   "targets go in the GPU pools' availability zones) are built around its pools",
+                   "gpuPools")
+        return ()
+    # Pools live in the stack's AZs; until those parse, a pool's AZs are not judged against them.
+    stack_azs = network.availability_zones if root.parsed("network.availabilityZones") else None
+    return tuple(_pool(r, stack_azs, catalog, now, facts) for r in root.items("gpuPools"))
+
+
+def _pool(r: Reader, stack_azs: Optional[tuple[str, ...]], catalog: Catalog, now: dt.datetime,
+          facts: Optional[RegionFacts]) -> GpuPoolConfig:
     name = r.str("name", check=lambda v: name_check(v) or (
         "is reserved for the system node group" if v == SYSTEM_POOL_NAME else None))
-    types = r.str_list("instanceTypes", min_items=1, check=_known_type(catalog))
     capacity = r.str("capacityType", "ON_DEMAND", choices=CAPACITY_TYPES)
+    # A reservation (ODCR or Capacity Block) proves its type is offered where it was made, and
+    # Capacity Block types are sold where the offline snapshot may not list them.
+    reserved = r.raw.get("capacityReservation") is not None or \
+        r.raw.get("capacityType") == "CAPACITY_BLOCK"
+    types = r.str_list("instanceTypes", min_items=1,
+                       check=_type_check(catalog, None if reserved else facts, accelerated=True))
     lo, want, hi = r.int("minSize", 0, min=0), r.int("desiredSize", None, min=0), \
         r.int("maxSize", min=1, max=1000)
     want = lo if want is None else want
-    _sizes(r, lo, want, hi)
-    azs = r.str_list("availabilityZones", network.availability_zones, min_items=1,
-                     check=lambda v: None if v in network.availability_zones or not
-                     network.availability_zones else
-                     f"is not one of the stack's availability zones "
-                     f"({', '.join(network.availability_zones)})")
+    if r.parsed("minSize", "desiredSize", "maxSize"):
+        _sizes(r, lo, want, hi)
+    if stack_azs is None:
+        azs = r.str_list("availabilityZones", (), min_items=1)
+    else:
+        azs = r.str_list("availabilityZones", stack_azs, min_items=1,
+                         check=lambda v: None if v in stack_azs else
+                         f"is not one of the stack's availability zones ({', '.join(stack_azs)})")
+    def azs_ok() -> bool:  # asked per rule: once one rule rejects the list, later ones skip
+        return r.parsed("availabilityZones") and (stack_azs is not None or
+                                                  r.has("availabilityZones"))
     efa = r.bool("efa", False)
     layout = r.str("efaLayout", "current", choices=EFA_LAYOUTS)
+    res_present = r.raw.get("capacityReservation") is not None
     res_r = r.child("capacityReservation")
     reservation = None
-    if r.has("capacityReservation"):
+    if res_present and res_r.ok:
         reservation = CapacityReservation(
             id=res_r.str("id", check=lambda v: None if _RESERVATION_RE.match(v)
                          else "is not a capacity reservation id (cr-...)") or "",
-            availability_zone=res_r.str("availabilityZone", check=_az_check("")) or "",
+            availability_zone=res_r.str("availabilityZone", check=_az_check(facts)) or "",
             starts_at=_timestamp(res_r, "startsAt"),
         )
     res_r.finish()
 
-    specs = [catalog.get(t) for t in types if catalog.knows(t)]
+    types_ok = r.parsed("instanceTypes")
+    specs = [catalog.get(t) for t in types] if types_ok else []
     vendors = {s.vendor for s in specs}
-    for i, s in enumerate(specs):
-        if not s.is_accelerated:
-            r.error(f"{s.name!r} has no GPU or accelerator; use cluster.systemNodes for CPU "
-                    "nodes", f"instanceTypes[{i}]")
     vendor = next(iter(vendors)) if len(vendors) == 1 else None
     ami = r.str("amiType", DEFAULT_AMI.get(vendor or "nvidia"), choices=AMI_TYPES)
-    default_pg = bool(efa and reservation is None)
+    default_pg = bool(efa and not res_present)
     pg = r.bool("placementGroup", default_pg)
 
-    # -- rules that tie fields together --------------------------------------------------
-    if len({s.shape for s in specs}) > 1:
+    # -- rules that tie fields together: each judges only fields that parsed ------------------
+    if types_ok and len({s.shape for s in specs}) > 1:
         shapes = ", ".join(f"{s.name} ({s.gpus}x {s.gpu_model}, {s.max_efa} EFA)" for s in specs)
         r.error(f"mixes instance shapes ({shapes}); every type in a pool needs the same "
                 "accelerator count and EFA interface count", "instanceTypes")
-    written = r.raw.get("instanceTypes")
-    n_written = len(written) if isinstance(written, list) else 0  # count unknown types too
-    if capacity == "SPOT" and n_written == 1:
-        r.error(f"a SPOT pool needs at least 2 instance types of the same shape for "
-                f"diversification, got {written}", "instanceTypes")
-    if capacity != "SPOT" and n_written > 1:
-        r.error(f"{capacity} pools take exactly one instance type, got {written}",
-                "instanceTypes")
-    if efa:
-        for i, s in enumerate(specs):
-            if not s.efa:
-                r.error(f"efa is true but {s.name!r} has no EFA support", f"instanceTypes[{i}]")
-        if len(azs) != 1:
+    if r.parsed("capacityType", "instanceTypes"):
+        if capacity == "SPOT" and len(types) == 1:
+            r.error(f"a SPOT pool needs at least 2 instance types of the same shape for "
+                    f"diversification, got {list(types)}", "instanceTypes")
+        if capacity != "SPOT" and len(types) > 1:
+            r.error(f"{capacity} pools take exactly one instance type, got {list(types)}",
+                    "instanceTypes")
+    if efa and r.parsed("efa"):
+        if r.parsed("instanceTypes"):
+            for i, s in enumerate(specs):
+                if not s.efa:
+                    r.error(f"efa is true but {s.name!r} has no EFA support",
+                            f"instanceTypes[{i}]")
+        if azs_ok() and len(azs) != 1:
             r.error(f"an EFA pool must live in exactly one availability zone (NCCL over EFA "
                     f"fails across subnets), got {list(azs)}", "availabilityZones")
-    if capacity == "CAPACITY_BLOCK" and reservation is None:
+    if r.parsed("capacityType") and capacity == "CAPACITY_BLOCK" and not res_present:
         r.error("is required for a CAPACITY_BLOCK pool (the Capacity Block's cr- id and AZ)",
                 "capacityReservation")
-    if reservation is not None and reservation.starts_at is not None:
+    if reservation is not None and reservation.starts_at is not None and \
+            r.parsed("capacityType"):
         if capacity != "CAPACITY_BLOCK":
             r.error("is for Capacity Blocks (capacityType CAPACITY_BLOCK); an ODCR is active "
                     "once created", "capacityReservation.startsAt")
-        elif reservation.starts_at > now and isinstance(lo, int) and lo > 0:
+        elif reservation.starts_at > now and r.parsed("minSize") and lo > 0:
             r.error(f"{lo} must be 0: the Capacity Block starts "
                     f"{reservation.starts_at.isoformat()}, and no instance can launch before "
                     "then", "minSize")
-    if capacity == "SPOT" and reservation is not None:
+    if r.parsed("capacityType") and capacity == "SPOT" and res_present:
         r.error("SPOT pools cannot target a capacity reservation", "capacityReservation")
-    if reservation is not None:
+    if res_present and azs_ok():
         if len(azs) != 1:
             r.error(f"a reserved pool must live in exactly its reservation's AZ, got {list(azs)}",
                     "availabilityZones")
-        elif reservation.availability_zone and azs[0] != reservation.availability_zone:
+        elif reservation is not None and r.parsed("capacityReservation.availabilityZone") and \
+                azs[0] != reservation.availability_zone:
             r.error(f"{azs[0]!r} is not the reservation's availability zone "
                     f"{reservation.availability_zone!r}", "availabilityZones")
-        if pg:
-            r.error("true is not allowed on a reserved pool: a placement group the reservation "
-                    "was not created with causes insufficient-capacity failures",
-                    "placementGroup")
-    if pg and not efa and r.has("placementGroup"):
+    if res_present and pg and r.parsed("placementGroup"):
+        r.error("true is not allowed on a reserved pool: a placement group the reservation "
+                "was not created with causes insufficient-capacity failures", "placementGroup")
+    if pg and not efa and r.has("placementGroup") and r.parsed("placementGroup", "efa"):
         r.error("true needs efa: true (placement groups exist for EFA collectives)",
                 "placementGroup")
-    if vendor and ami and AMI_TYPES[ami] != vendor:
+    if vendor and ami and AMI_TYPES[ami] != vendor and r.parsed("amiType"):
         r.error(f"{ami!r} does not match the {vendor} accelerators of {list(types)}", "amiType")
-    if layout != "current" and not efa and r.has("efaLayout"):
+    if layout != "current" and not efa and r.has("efaLayout") and r.parsed("efaLayout", "efa"):
         r.error("is set but efa is false", "efaLayout")
 
     pool = GpuPoolConfig(
@@ -582,7 +758,7 @@ def _timestamp(r: Reader, name: str) -> Optional[dt.datetime]:
             r.error(f"{value!r} is not an ISO 8601 date or time (e.g. 2026-12-01T11:30:00Z)", name)
             return None
     else:
-        r.error(f"expected an ISO 8601 date or time, got {type(value).__name__}", name)
+        r.error(f"expected an ISO 8601 date or time, got {kind(value)} {value!r}", name)
         return None
     return stamp if stamp.tzinfo else stamp.replace(tzinfo=dt.UTC)
 
@@ -611,11 +787,12 @@ def _storage(r: Reader) -> StorageConfig:
     fsx = FsxConfig(enabled=f.bool("enabled", False),
                     storage_capacity_gib=f.int("storageCapacityGiB", 1200, min=1200),
                     per_unit_storage_throughput=f.int("perUnitStorageThroughput", 250))
-    if fsx.per_unit_storage_throughput not in FSX_THROUGHPUTS:
+    if f.parsed("perUnitStorageThroughput") and \
+            fsx.per_unit_storage_throughput not in FSX_THROUGHPUTS:
         f.error(f"{fsx.per_unit_storage_throughput} is not one of "
                 f"{', '.join(map(str, FSX_THROUGHPUTS))}", "perUnitStorageThroughput")
     cap = fsx.storage_capacity_gib
-    if cap is not None and cap >= 1200 and cap != 1200 and cap % 2400:
+    if f.parsed("storageCapacityGiB") and cap != 1200 and cap % 2400:
         f.error(f"{cap} is not allowed for PERSISTENT_2 (1200 or a multiple of 2400 GiB)",
                 "storageCapacityGiB")
     f.finish()
@@ -678,6 +855,17 @@ def _team(r: Reader) -> TeamConfig:
 def _cross_checks(problems: list[str], network: NetworkConfig, cluster: ClusterConfig,
                   pools: tuple[GpuPoolConfig, ...], storage: StorageConfig,
                   teams: tuple[TeamConfig, ...], catalog: Catalog) -> None:
+    """Rules across sections. Each runs only when every field it reads parsed: a value that was
+    already rejected (or a stand-in default for it) never produces a second problem."""
+    rejected = [problem_path(p) for p in problems]  # before this function adds any
+
+    def parsed(*paths: str) -> bool:
+        return not any(covers(bad, f"{NS}:{path}") for path in paths for bad in rejected)
+
+    def pools_parsed(*fields: str) -> bool:
+        return parsed("gpuPools") or (bool(pools) and all(
+            parsed(*(f"gpuPools[{i}].{f}" for f in fields)) for i in range(len(pools))))
+
     def dupes(names):
         return sorted({n for n in names if n and list(names).count(n) > 1})
 
@@ -688,37 +876,49 @@ def _cross_checks(problems: list[str], network: NetworkConfig, cluster: ClusterC
     # A TrainJob takes whole nodes, so a team whose quota is below one node of every pool could
     # never run one (trainyard job render checks the chosen pool too).
     node_gpus = {p.name: catalog.get(p.instance_types[0]).gpus for p in pools
-                 if p.name and p.instance_types and catalog.knows(p.instance_types[0])}
+                 if p.name and p.instance_types} if pools_parsed("name", "instanceTypes") else {}
     if node_gpus:
         smallest = min(node_gpus, key=lambda n: node_gpus[n])
         for i, t in enumerate(teams):
-            if isinstance(t.gpu_quota, int) and t.gpu_quota < node_gpus[smallest]:
+            if parsed(f"teams[{i}].gpuQuota") and t.gpu_quota < node_gpus[smallest]:
                 problems.append(
                     f"{NS}:teams[{i}].gpuQuota: {t.gpu_quota} is below one node of every GPU "
                     f"pool (the smallest, {smallest!r}, has {node_gpus[smallest]} GPUs per "
                     f"node); TrainJobs take whole nodes, so team {t.name!r} could never run one")
-    if storage.fsx.enabled and not any(p.efa for p in pools):
+    if storage.fsx.enabled and parsed("storage.fsx.enabled") and pools_parsed("efa") and \
+            not any(p.efa for p in pools):
         problems.append(f"{NS}:storage.fsx.enabled: true needs an EFA GPU pool (FSx for Lustre "
                         "is placed in the EFA pool's availability zone)")
-    for c in cluster.public_access_cidrs:
-        if network.vpc_cidr and not cidr_check(network.vpc_cidr) and not cidr_check(c) and \
-                ipaddress.ip_network(c).overlaps(ipaddress.ip_network(network.vpc_cidr)):
-            problems.append(f"{NS}:cluster.publicAccessCidrs: {c!r} overlaps the VPC CIDR "
-                            f"{network.vpc_cidr!r}; the public endpoint is for outside callers")
+    if parsed("network.vpcCidr"):
+        for c in cluster.public_access_cidrs:  # only the entries that parsed
+            if ipaddress.ip_network(c).overlaps(ipaddress.ip_network(network.vpc_cidr)):
+                problems.append(f"{NS}:cluster.publicAccessCidrs: {c!r} overlaps the VPC CIDR "
+                                f"{network.vpc_cidr!r}; the public endpoint is for outside "
+                                "callers")
     # Private subnets must hold the nodes (and pods) the pools may launch in them.
-    if network.vpc_cidr and not cidr_check(network.vpc_cidr) and \
-            len(network.availability_zones) >= 2 and all(p.name for p in pools):
-        try:
-            plan = netmath.carve_subnets(network.vpc_cidr, network.availability_zones,
-                                         network.private_subnet_prefix,
-                                         network.public_subnet_prefix)
-        except ValueError:
-            return
-        for az in network.availability_zones:
-            need = netmath.ips_needed_in_az(az, pools, cluster.system_nodes, network, catalog)
-            have = netmath.usable_addresses(plan.private[az])
-            if need > have:
-                problems.append(
-                    f"{NS}:network.privateSubnetPrefix: private subnet {plan.private[az]} in {az} "
-                    f"has {have} usable addresses but the pools may need {need}; use a larger "
-                    "VPC CIDR or a smaller prefix")
+    if parsed("network", "cluster.systemNodes.maxSize") and pools_parsed(
+            "maxSize", "instanceTypes", "efa", "efaLayout", "availabilityZones"):
+        _subnet_capacity(problems, network, cluster, pools, catalog)
+
+
+def _subnet_capacity(problems: list[str], network: NetworkConfig, cluster: ClusterConfig,
+                     pools: tuple[GpuPoolConfig, ...], catalog: Catalog) -> None:
+    try:
+        plan = netmath.carve_subnets(network.vpc_cidr, network.availability_zones,
+                                     network.private_subnet_prefix, network.public_subnet_prefix)
+    except ValueError:
+        return  # reported at network.vpcCidr
+    short = []
+    for az in network.availability_zones:
+        need = netmath.ips_needed_in_az(az, pools, cluster.system_nodes, network, catalog)
+        have = netmath.usable_addresses(plan.private[az])
+        if need > have:
+            short.append((az, need, have))
+    if short:  # one setting is wrong, so one problem: the first short AZ, the others named
+        az, need, have = short[0]
+        others = ", ".join(f"{a} needs {n}" for a, n, _ in short[1:])
+        problems.append(
+            f"{NS}:network.privateSubnetPrefix: private subnet {plan.private[az]} in {az} "
+            f"has {have} usable addresses but the pools may need {need}"
+            f"{f' (also short: {others})' if others else ''}; use a larger VPC CIDR or a "
+            "smaller prefix")

@@ -294,3 +294,23 @@ def test_unknown_values_are_reported_not_passed(tmp_path, capsys):
                        "known during preview"} in doc["cannot_judge"]
     assert "cannot judge (values unknown until the resources exist; not a pass)" in \
         capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", ["check", "cost", "plan"])
+@pytest.mark.parametrize("bad", ["missing-dir/out.json", "."])
+def test_unwritable_json_path_fails_before_synthesis(tmp_path, capsys, monkeypatch, command,
+                                                     bad):
+    """check, cost and plan share one check of the output path (trainyard/outfile.py), made
+    before the stack is synthesized."""
+    from trainyard import synth
+
+    def no_synthesis(*args, **kwargs):
+        raise AssertionError("synthesized before checking the --json path")
+
+    monkeypatch.setattr(synth, "synthesize", no_synthesis)
+    monkeypatch.setattr("trainyard.plan.synthesize", no_synthesis)
+    target = tmp_path / bad
+    assert main([command, "--stack", "dev", "--json", str(target)]) == 2
+    err = capsys.readouterr().err
+    reason = f"no directory {target.parent}" if bad != "." else "it is a directory"
+    assert err == f"error: {target}: cannot write: {reason}\n"

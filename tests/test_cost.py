@@ -90,7 +90,8 @@ def test_fixed_costs():
 def test_totals_and_blended_gpu_hour():
     est = estimate(PLAN, CAT)
     pools_desired = sum(p["hourly"]["desired"]["effective"] for p in est["pools"])
-    total = pools_desired + est["fixed_hourly"]
+    ebs_desired = sum(p["ebs_hourly"]["desired"] for p in est["pools"])
+    total = pools_desired + ebs_desired + est["fixed_hourly"]
     assert est["totals"]["desired"]["hourly"] == approx(total)
     assert est["totals"]["desired"]["gpus"] == 16 + 8
     assert est["blended_usd_per_gpu_hour"]["desired"] == approx(total / 24)
@@ -184,3 +185,146 @@ def test_bad_flags_exit_2(tmp_path, capsys):
     plan = tmp_path / "plan.json"
     plan.write_text(json.dumps(PLAN))
     assert main(["cost", "--plan", str(plan), "--efs-gib", "-1"]) == 2
+
+
+# ----------------------------------------------------------------------------------------------
+# Reserved capacity, EBS, KMS, warnings, units and the table people read
+# ----------------------------------------------------------------------------------------------
+def lt(name, gib=200, volume_type="gp3", **extra):
+    return R("aws:ec2/launchTemplate:LaunchTemplate", f"{name}-lt", {
+        "blockDeviceMappings": [{"deviceName": "/dev/xvda", "ebs": {
+            "volumeSize": gib, "volumeType": volume_type, "encrypted": "true"}}], **extra},
+        rid=f"lt-{name}")
+
+
+def kps_release(prometheus="500Gi", grafana="20Gi", alertmanager="2Gi"):
+    pvc = lambda size: {"volumeClaimTemplate": {"spec": {  # noqa: E731
+        "accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": size}}}}}
+    return R("kubernetes:helm.sh/v3:Release", "kps", {
+        "chart": "kube-prometheus-stack", "values": {
+            "prometheus": {"prometheusSpec": {"storageSpec": pvc(prometheus)}},
+            "alertmanager": {"alertmanagerSpec": {"storage": pvc(alertmanager)}},
+            "grafana": {"persistence": {"enabled": True, "size": grafana}},
+            "prometheusOperator": {"persistence": {"enabled": False, "size": "9Gi"}}}})
+
+
+RESERVED = {"project": "trainyard", "stack": "t", "outputs": {}, "resources": [
+    lt("system", gib=50), ng("system", ["m6i.xlarge"], "ON_DEMAND", 2, 2, 4, lt="lt-system"),
+    lt("a100"), ng("a100", ["p4d.24xlarge"], "ON_DEMAND", 0, 2, 4, lt="lt-a100"),
+    lt("odcr", capacityReservationSpecification={
+        "capacityReservationTarget": {"capacityReservationId": "cr-0123456789abcdef0"}}),
+    ng("odcr", ["p4d.24xlarge"], "ON_DEMAND", 2, 2, 2, lt="lt-odcr"),
+    lt("h100", instanceType="p5.48xlarge", instanceMarketOptions={"marketType": "capacity-block"},
+       capacityReservationSpecification={
+           "capacityReservationTarget": {"capacityReservationId": "cr-0fedcba9876543210"}}),
+    ng("h100", [], "CAPACITY_BLOCK", 0, 4, 4, lt="lt-h100"),
+    ng("spot", ["g5.48xlarge"], "SPOT", 0, 1, 2),
+    R("aws:kms/key:Key", "logs", {}), R("aws:kms/key:Key", "storage", {}),
+    R("aws:kms/alias:Alias", "storage-alias", {}),
+    kps_release(),
+]}
+
+
+def test_reserved_capacity_is_never_priced_as_spot():
+    est = estimate(RESERVED, CAT)
+    pools = {p["pool"]: p for p in est["pools"]}
+    assert (pools["h100"]["reservation"], pools["odcr"]["reservation"]) == ("capacity-block", "odcr")
+    for name in ("h100", "odcr"):
+        p = pools[name]
+        assert not p["spot_possible"]
+        assert p["price_per_node_hour"]["spot"] is None and p["usd_per_gpu_hour"]["spot"] is None
+        assert all(p["hourly"][s]["spot"] is None for s in ("min", "desired", "max"))
+    assert pools["a100"]["spot_possible"] and pools["a100"]["hourly"]["max"]["spot"] > 0
+    # p5 is used only by the Capacity Block pool: no p5 Spot price is looked up or listed.
+    assert "p5.48xlarge spot" not in {p["item"] for p in est["prices"]}
+    asked = []
+    estimate(RESERVED, CAT, spot=lambda t, od: asked.append(t) or (od / 2, "d", "s"))
+    assert "p5.48xlarge" not in asked
+    # pools_hourly_spot: the pools that can be Spot at Spot, the others at their own price
+    d = est["totals"]["desired"]
+    assert d["pools_hourly_spot"] == approx(sum(
+        p["hourly"]["desired"]["spot"] if p["spot_possible"] else p["hourly"]["desired"]["effective"]
+        for p in est["pools"]))
+
+
+def test_node_root_volumes_chart_volumes_and_kms_keys_are_counted():
+    est = estimate(RESERVED, CAT)
+    gp3 = 0.08
+    pools = {p["pool"]: p for p in est["pools"]}
+    assert pools["a100"]["root_volume_gib"] == 200 and pools["system"]["root_volume_gib"] == 50
+    assert pools["a100"]["ebs_monthly"] == {"min": 0, "desired": approx(2 * 200 * gp3),
+                                            "max": approx(4 * 200 * gp3)}
+    assert pools["spot"]["root_volume_gib"] == 0  # no launch template, no diskSize
+    assert any(w.startswith("node group spot: the plan gives no root volume size")
+               for w in est["warnings"])
+    fixed = {f["item"]: f for f in est["fixed"]}
+    kms = fixed["KMS customer managed key"]
+    assert kms["count"] == 2 and kms["monthly"] == approx(2 * 1.00)  # aliases are free
+    charts = fixed["EBS gp3 persistent volumes (charts)"]
+    assert charts["count"] == 500 + 20 + 2  # the operator's persistence is disabled
+    assert charts["monthly"] == approx(522 * gp3)
+    assert "prometheus 500 GiB" in charts["note"] and "grafana 20 GiB" in charts["note"]
+    ebs = sum(p["ebs_hourly"]["max"] for p in est["pools"])
+    pools_max = sum(p["hourly"]["max"]["effective"] for p in est["pools"])
+    assert est["totals"]["max"]["hourly"] == approx(pools_max + ebs + est["fixed_hourly"])
+    for item in ("KMS customer managed key", "EBS gp3 persistent volumes (charts)",
+                 "EBS gp3 node root volumes"):
+        (price,) = [p for p in est["prices"] if p["item"] == item]
+        assert price["date"] and "pricing page" in price["source"], price
+
+
+def test_prices_from_another_region_are_a_warning_at_the_top(capsys, tmp_path):
+    plan = json.loads(json.dumps(RESERVED))
+    for r in plan["resources"]:
+        r["outputs"]["arn"] = r["outputs"]["arn"].replace("us-east-1", "eu-west-1")
+    est = estimate(plan, CAT)
+    assert est["region"] == "eu-west-1"
+    assert est["warnings"][0] == ("the stack is in eu-west-1 but every price here is a "
+                                  "us-east-1 list price; eu-west-1 prices differ")
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps(plan))
+    assert main(["cost", "--plan", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert out.index("Warnings:") < out.index("Node pools")
+    assert out.index("eu-west-1 prices differ") < out.index("Node pools")
+
+
+def test_human_output_is_a_pool_by_size_table_in_one_unit_system(capsys, tmp_path):
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps(RESERVED))
+    out_json = tmp_path / "cost.json"
+    assert main(["cost", "--plan", str(path), "--json", str(out_json)]) == 0
+    out = capsys.readouterr().out
+    est = json.loads(out_json.read_text())
+    assert est["units"].startswith("US dollars, per hour and per month of 730 hours") and \
+        "GiB" in est["units"]
+    assert f"Units: {est['units']}" in out
+    assert "GB-month" not in out.replace('"GB"', "")  # one unit system: GiB
+    lines = out.splitlines()
+    header = next(i for i, ln in enumerate(lines) if ln.split()[:2] == ["pool", "capacity"])
+    cols = lines[header].split()
+    assert cols[cols.index("min"):cols.index("min") + 3] == ["min", "desired", "max"]
+    rows = {ln.split()[0]: ln for ln in lines[header + 1:header + 1 + len(est["pools"])]}
+    assert set(rows) == {p["pool"] for p in est["pools"]}
+    a100 = next(p for p in est["pools"] if p["pool"] == "a100")
+    for size in ("min", "desired", "max"):
+        assert f"${a100['hourly'][size]['effective']:,.2f}" in rows["a100"]
+    assert "Spot $" in rows["a100"]
+    assert "Spot" not in rows["h100"].replace("none: Capacity Block", "")
+    assert rows["h100"].rstrip().endswith("none: Capacity Block")
+    assert rows["odcr"].rstrip().endswith("none: ODCR")
+    assert "on-demand $" in rows["spot"]
+    # the keys `trainyard review` reads are still there
+    assert est["monthly_total"] == est["totals"]["desired"]["monthly"]
+    assert {"hourly", "monthly", "gpus"} <= set(est["totals"]["max"])
+
+
+def test_prod_plan_costs_its_reserved_pools_without_spot(plan_for):
+    est = estimate(plan_for("prod"), CAT)
+    h100 = next(p for p in est["pools"] if p["pool"] == "h100")
+    assert h100["reservation"] == "capacity-block" and not h100["spot_possible"]
+    assert all(p["root_volume_gib"] for p in est["pools"])  # every launch template says
+    fixed = {f["item"]: f for f in est["fixed"]}
+    assert fixed["KMS customer managed key"]["count"] >= 1
+    assert fixed["EBS gp3 persistent volumes (charts)"]["count"] >= 500  # prometheusStorageGiB
+    assert not est["warnings"]

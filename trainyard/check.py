@@ -29,12 +29,29 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from trainyard import outfile
 from trainyard.errors import UsageError
-from trainyard.plan import add_plan_source_args
+from trainyard.plan import ResourceCount, add_plan_source_args, count_resources
+from trainyard.project import project_root
 
-ROOT = Path(__file__).resolve().parent.parent
-CONFIG_DIR = ROOT / "policies" / "config"
-"""Per-environment policy config, `<env>.json` (the `--policy-pack-config` format)."""
+CONFIG_SUBDIR = Path("policies") / "config"
+"""Per-environment policy config under the project root, `<env>.json` (the
+`--policy-pack-config` format)."""
+
+
+def config_dir() -> Path:
+    return project_root() / CONFIG_SUBDIR
+
+
+def __getattr__(name: str) -> Any:
+    # ROOT / CONFIG_DIR follow the project found from the working directory (trainyard/project.py)
+    if name == "ROOT":
+        return project_root()
+    if name == "CONFIG_DIR":
+        return config_dir()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 ENVIRONMENTS = ("dev", "staging", "prod")
 LEVELS = ("advisory", "mandatory", "remediate", "disabled")
 
@@ -234,7 +251,7 @@ def environment_of(plan: dict) -> Optional[str]:
 
 def _display(path: Path) -> str:
     try:
-        return str(Path(path).resolve().relative_to(ROOT))
+        return str(Path(path).resolve().relative_to(project_root()))
     except ValueError:
         return str(path)
 
@@ -248,11 +265,14 @@ class Report:
     environment: Optional[str]
     policy_config: Optional[str]
     resources: int
+    """Objects handed to the policies: resources and component resources."""
     policies_run: int = 0
     violations: list = field(default_factory=list)
     cannot_judge: list = field(default_factory=list)
     errors: list = field(default_factory=list)
     descriptions: dict = field(default_factory=dict)
+    counts: Optional[ResourceCount] = None
+    """The plan's resources and components, counted as `trainyard plan` counts them."""
 
     @property
     def mandatory(self) -> list:
@@ -272,6 +292,8 @@ class Report:
             "environment": self.environment,
             "policy_config": self.policy_config,
             "resources_checked": self.resources,
+            "resources": self.counts.resources if self.counts else None,
+            "components": self.counts.components if self.counts else None,
             "summary": {
                 "mandatory": len(self.mandatory),
                 "advisory": len(self.violations) - len(self.mandatory),
@@ -288,6 +310,18 @@ def _finish(result) -> None:
             loop.run_until_complete(result)
         finally:
             loop.close()
+
+
+def overlay(outputs: Mapping, inputs: Mapping) -> dict:
+    """A resource's state as the engine shows it to stack policies: outputs, with the inputs laid
+    over them key by key, recursively, so an output-only nested value (an EKS cluster's
+    `vpcConfig.clusterSecurityGroupId`) survives an input object of the same name."""
+    out = dict(outputs)
+    for key, value in inputs.items():
+        old = outputs.get(key)
+        out[key] = overlay(old, value) if isinstance(value, Mapping) and \
+            isinstance(old, Mapping) else value
+    return out
 
 
 def _policy_objects(plan: dict):
@@ -328,7 +362,7 @@ def _policy_objects(plan: dict):
     by_urn = {}
     for r in resources:
         inputs = dict(r.get("inputs") or {})
-        state = {**(r.get("outputs") or {}), **inputs}
+        state = overlay(r.get("outputs") or {}, inputs)
         if r.get("id") and "id" not in state:
             state["id"] = r["id"]
         o, prov = opts(r), provider(r)
@@ -358,7 +392,8 @@ def run_checks(plan: dict, config: Optional[PolicyConfig] = None, policies: Opti
     validate_plan(plan)
     analyzed, stack_resources = _policy_objects(plan)
     report = Report(stack=plan.get("stack"), environment=environment,
-                    policy_config=config.source, resources=len(analyzed))
+                    policy_config=config.source, resources=len(analyzed),
+                    counts=count_resources(plan))
 
     for policy in policies:
         level = level_of(policy, config)
@@ -412,7 +447,8 @@ def render(report: Report) -> str:
     env = report.environment or "unknown environment"
     cfg = report.policy_config or "schema defaults only"
     lines.append(f"trainyard check: stack {report.stack or '?'} ({env}; policy config: {cfg})")
-    lines.append(f"{report.policies_run} policies over {report.resources} resources: "
+    judged = report.counts or f"{report.resources} resources"
+    lines.append(f"{report.policies_run} policies over {judged}: "
                  f"{len(report.mandatory)} mandatory, "
                  f"{len(report.violations) - len(report.mandatory)} advisory violation(s); "
                  f"{len(report.cannot_judge)} cannot judge; {len(report.errors)} policy error(s)")
@@ -470,21 +506,19 @@ def config_for(plan: dict, explicit: Optional[Path], policies: list) -> tuple[Po
     env = environment_of(plan)
     if explicit is not None:
         return load_policy_config(explicit, policies), env
-    if env and (CONFIG_DIR / f"{env}.json").is_file():
-        return load_policy_config(CONFIG_DIR / f"{env}.json", policies), env
+    if env and (config_dir() / f"{env}.json").is_file():
+        return load_policy_config(config_dir() / f"{env}.json", policies), env
     return PolicyConfig(), env
 
 
 def run(args) -> int:
     from policies import POLICIES
 
+    outfile.check_writable(args.json)  # before synthesizing
     plan = load_plan_for(args)
     config, env = config_for(plan, getattr(args, "policy_config", None), POLICIES)
     report = run_checks(plan, config, POLICIES, env)
     sys.stdout.write(render(report))
-    if getattr(args, "json", None) is not None:
-        try:
-            Path(args.json).write_text(json.dumps(report.to_json(), indent=2) + "\n")
-        except OSError as e:
-            raise UsageError(f"{args.json}: cannot write: {e}") from None
+    if args.json is not None:
+        outfile.write(args.json, json.dumps(report.to_json(), indent=2) + "\n")
     return report.exit_code

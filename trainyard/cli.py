@@ -9,9 +9,10 @@ import gc
 import importlib
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Optional
 
-from trainyard import __version__
+from trainyard import __version__, project
 from trainyard.errors import UsageError
 
 COMMANDS = ("plan", "check", "cost", "review", "job", "preflight")
@@ -45,10 +46,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     # A CLI run is short-lived and builds thousands of classes (the Pulumi SDKs' input types)
     # that are never freed: the cyclic GC only costs time here (~25% of a plan, +5 MB).
     gc.disable()
+    # The project comes from the working directory (trainyard/project.py); put it first on
+    # sys.path before any subcommand imports `components`, so a non-editable install runs the
+    # checkout's program, components and policies. `--help` and `--version` work anywhere.
+    try:
+        root: Optional[Path] = project.find_root()
+    except UsageError as e:
+        root, no_project = None, e
+    else:
+        project.activate(root)
     from components.config import ConfigError
 
     args = build_parser().parse_args(argv)
     try:
+        if root is None:
+            raise no_project
         return int(args.func(args) or 0)
     except ConfigError as e:
         for problem in e.problems:

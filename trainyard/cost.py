@@ -3,31 +3,45 @@
     trainyard cost --stack prod [--json cost.json]
     trainyard cost --plan plan.json [--efs-gib 500] [--live-spot]
 
-Prices every node group at its min, desired and max size, on-demand and spot, and adds the fixed
-costs in the plan (EKS control planes, NAT gateways, interface endpoints per AZ, FSx for Lustre
-storage, EFS storage at an assumed size). Reports a blended $/GPU-hour and the date and source
-of every price used.
+Prices every node group at its min, desired and max size at its own capacity type (one table:
+pool x min / desired / max), with the other market beside it where there is one (Spot for an
+on-demand pool, on-demand for a Spot pool; none for Capacity Block and ODCR pools, which are
+never Spot). Adds each node's root volume (EBS, from the launch templates) and the fixed costs
+in the plan: EKS control planes, NAT gateways, interface endpoints per AZ, FSx for Lustre
+storage, KMS customer managed keys, the persistent volumes charts ask for (Prometheus,
+Alertmanager, Grafana: EBS gp3) and EFS storage at an assumed size. Reports a blended
+$/GPU-hour and the date and source of every price used. Warnings (prices from another region,
+something the plan does not say) come first.
+
+Units: US dollars, per hour and per month (the catalog's hours_per_month, 730); every size in
+GiB and every storage or data price per GiB (AWS's "GB" in price lists).
 
 Prices come from the instance catalog (components/data/instances.yaml: on-demand list prices in
-its reference region on its price date). Spot is the catalog's documented discount assumption
-(`services.spot_discount_assumption`) unless `--live-spot` asks EC2 for the current spot price
-history, which needs AWS credentials. Capacity Block pools are priced at the on-demand list price
-(the block's real price is fixed at purchase). Usage-based charges (NAT and S3 data, logs
-ingestion, EFS beyond the assumed size) are listed as rates, not totals.
+its reference region on its price date) and, for what it does not carry yet (EBS, KMS), from
+EXTRA_PRICES below, each with its date and source. Spot is the catalog's documented discount
+assumption (`services.spot_discount_assumption`) unless `--live-spot` asks EC2 for the current
+spot price history, which needs AWS credentials. Capacity Block and ODCR pools are priced at the
+on-demand list price (a block's real price is fixed at purchase). Usage-based charges (NAT and
+S3 data, logs ingestion, EFS beyond the assumed size, KMS requests) are listed as rates, not
+totals.
 
-JSON (`--json`): `monthly_total` is the whole stack at desired size with each pool's own capacity
-type; `totals` has min/desired/max; `pools`, `fixed`, `prices` and `assumptions` give the detail.
+JSON (`--json`, keys only ever added): `monthly_total` is the whole stack at desired size with
+each pool's own capacity type; `totals` has min/desired/max; `pools`, `fixed`, `prices`,
+`warnings`, `units` and `assumptions` give the detail.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+from trainyard import outfile
 from trainyard.errors import UsageError
 from trainyard.plan import add_plan_source_args, node_group_types
 
@@ -38,6 +52,8 @@ NAT = "aws:ec2/natGateway:NatGateway"
 VPC_ENDPOINT = "aws:ec2/vpcEndpoint:VpcEndpoint"
 EFS = "aws:efs/fileSystem:FileSystem"
 FSX = "aws:fsx/lustreFileSystem:LustreFileSystem"
+KMS_KEY = "aws:kms/key:Key"
+HELM_RELEASE = "kubernetes:helm.sh/v3:Release"
 SIZES = ("min", "desired", "max")
 
 SpotPrice = Callable[[str, float], tuple[float, str, str]]
@@ -97,6 +113,46 @@ def live_spot(region: str) -> SpotPrice:  # pragma: no cover - needs AWS credent
 
 
 # ----------------------------------------------------------------------------------------------
+# Prices the catalog does not carry (yet)
+# ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ListPrice:
+    usd: float
+    unit: str
+    date: str
+    source: str
+
+
+# Same region and caveat as the catalog (components/data/instances.yaml): Linux/standard list
+# prices in us-east-1 as published on the date given, NOT re-read from the live price list when
+# written. A `services` entry of the same key in the catalog takes precedence.
+EXTRA_PRICES: dict[str, ListPrice] = {
+    # gp3 storage; the baseline 3,000 IOPS and 125 MB/s are included (the volumes here ask for
+    # no more). https://aws.amazon.com/ebs/pricing/
+    "ebs_gp3_gb_month": ListPrice(0.08, "GiB-month", "2025-06-01",
+                                  "AWS EBS pricing page, gp3 storage, us-east-1"),
+    "ebs_gp2_gb_month": ListPrice(0.10, "GiB-month", "2025-06-01",
+                                  "AWS EBS pricing page, gp2 storage, us-east-1"),
+    # A customer managed key, any region; requests ($0.03 per 10,000) are usage, not totalled.
+    # https://aws.amazon.com/kms/pricing/
+    "kms_key_month": ListPrice(1.00, "key-month", "2025-06-01",
+                               "AWS KMS pricing page, customer managed key"),
+}
+EBS_PRICE_KEY = {"gp3": "ebs_gp3_gb_month", "gp2": "ebs_gp2_gb_month"}
+UNITS = ("US dollars, per hour and per month of {hours:g} hours; sizes and storage in GiB (AWS "
+         "price lists say \"GB\" and bill the GiB a volume or file system is provisioned with, "
+         "so every storage and data price here is per GiB)")
+
+
+def list_price(catalog, key: str) -> ListPrice:
+    if key in catalog.services:
+        return ListPrice(catalog.services[key], "GiB-month" if key.endswith("_gb_month") else
+                         "unit", catalog.price_date,
+                         f"catalog services, {catalog.reference_region}")
+    return EXTRA_PRICES[key]
+
+
+# ----------------------------------------------------------------------------------------------
 # Estimation (pure: plan + catalog -> dict)
 # ----------------------------------------------------------------------------------------------
 def _round(x: Optional[float], n: int = 4) -> Optional[float]:
@@ -123,7 +179,45 @@ def _int(value: Any, what: str) -> int:
     return int(value)
 
 
-def _pool(r: dict, lts: dict, catalog, spot: SpotPrice, prices: list) -> dict:
+def reservation_of(node_group: dict, launch_template: Optional[dict]) -> Optional[str]:
+    """`capacity-block` or `odcr` when the group runs on reserved capacity (which is never
+    Spot), else None."""
+    if (_inputs(node_group).get("capacityType") or "") == "CAPACITY_BLOCK":
+        return "capacity-block"
+    lt = _inputs(launch_template or {})
+    if ((lt.get("instanceMarketOptions") or {}).get("marketType")) == "capacity-block":
+        return "capacity-block"
+    target = (lt.get("capacityReservationSpecification") or {}).get("capacityReservationTarget")
+    if target:
+        return "odcr"
+    return None
+
+
+def root_volumes(node_group: dict, launch_template: Optional[dict]) -> list[tuple[int, str]]:
+    """(GiB, volume type) of the EBS volumes each node boots with: the launch template's block
+    device mappings, else the group's diskSize. Empty when the plan does not say."""
+    out = []
+    for m in _inputs(launch_template or {}).get("blockDeviceMappings") or []:
+        ebs = (m or {}).get("ebs") or {}
+        if ebs.get("volumeSize") is not None:
+            out.append((_int(ebs["volumeSize"], f"launch template {launch_template['name']}: "
+                                                "blockDeviceMappings.ebs.volumeSize"),
+                        str(ebs.get("volumeType") or "gp3")))
+    if not out and _inputs(node_group).get("diskSize") is not None:
+        out.append((_int(_inputs(node_group)["diskSize"], f"node group {node_group['name']}: "
+                                                          "diskSize"), "gp3"))
+    return out
+
+
+def _ebs_month(catalog, gib: float, volume_type: str, what: str, warnings: list) -> float:
+    key = EBS_PRICE_KEY.get(volume_type)
+    if key is None:
+        warnings.append(f"{what}: EBS volume type {volume_type!r} has no price here; not counted")
+        return 0.0
+    return gib * list_price(catalog, key).usd
+
+
+def _pool(r: dict, lts: dict, catalog, spot: SpotPrice, prices: list, warnings: list) -> dict:
     inp = _inputs(r)
     lt_ref = inp.get("launchTemplate") or {}
     lt = lts.get(lt_ref.get("id")) or lts.get(lt_ref.get("name")) if isinstance(lt_ref, dict) else None
@@ -141,54 +235,116 @@ def _pool(r: dict, lts: dict, catalog, spot: SpotPrice, prices: list) -> dict:
     sizes = {s: _int(sc.get(f"{s}Size", 0), f"node group {r['name']}: scalingConfig.{s}Size")
              for s in SIZES}
     capacity = inp.get("capacityType") or "ON_DEMAND"
+    reservation = reservation_of(r, lt)
+    spot_possible = reservation is None
+    label = (inp.get("labels") or {}).get("trainyard.io/pool")
 
     od_by_type = {s.name: s.price_per_hour for s in specs}
-    spot_by_type = {}
-    for s in specs:
-        price, date, source = spot(s.name, s.price_per_hour)
-        spot_by_type[s.name] = price
-        prices.append({"item": f"{s.name} spot", "usd": _round(price), "unit": "hour",
-                       "date": date, "source": source})
     # A diversified pool draws from every type: price it at the mean of its types.
     od = sum(od_by_type.values()) / len(od_by_type)
-    sp = sum(spot_by_type.values()) / len(spot_by_type)
-    effective = sp if capacity == "SPOT" else od
+    sp: Optional[float] = None
+    if spot_possible:  # reserved capacity is never Spot: no Spot price to look up or show
+        spot_by_type = {}
+        for s in specs:
+            price, date, source = spot(s.name, s.price_per_hour)
+            spot_by_type[s.name] = price
+            prices.append({"item": f"{s.name} spot", "usd": _round(price), "unit": "hour",
+                           "date": date, "source": source})
+        sp = sum(spot_by_type.values()) / len(spot_by_type)
+    effective = sp if capacity == "SPOT" and sp is not None else od
     gpus = max(s.gpus for s in specs)
 
-    hourly = {k: {"on_demand": _round(od * n), "spot": _round(sp * n),
+    hourly = {k: {"on_demand": _round(od * n), "spot": _round(sp * n) if sp is not None else None,
                   "effective": _round(effective * n)} for k, n in sizes.items()}
     monthly_h = catalog.services["hours_per_month"]
-    monthly = {k: {kind: _round(v * monthly_h, 2) for kind, v in h.items()}
-               for k, h in hourly.items()}
+    monthly = {k: {kind: _round(v * monthly_h, 2) if v is not None else None
+                   for kind, v in h.items()} for k, h in hourly.items()}
+
+    volumes = root_volumes(r, lt)
+    if not volumes:
+        warnings.append(f"node group {label or r['name']}: the plan gives no root volume size "
+                        "(no launch template block device, no diskSize); its EBS is not counted")
+    root_gib = sum(g for g, _ in volumes)
+    per_node_month = sum(_ebs_month(catalog, g, t, f"node group {label or r['name']}", warnings)
+                         for g, t in volumes)
+    ebs_monthly = {k: _round(per_node_month * n, 2) for k, n in sizes.items()}
+    ebs_hourly = {k: _round(per_node_month * n / monthly_h) for k, n in sizes.items()}
     return {
-        "name": r["name"], "pool": (inp.get("labels") or {}).get("trainyard.io/pool"),
+        "name": r["name"], "pool": label,
         "urn": r["urn"], "instance_types": types, "capacity_type": capacity,
+        "reservation": reservation, "spot_possible": spot_possible,
         "gpus_per_node": gpus, "accelerator": specs[0].gpu_model,
         "sizes": sizes, "gpus": {k: n * gpus for k, n in sizes.items()},
         "price_per_node_hour": {"on_demand": _round(od), "spot": _round(sp),
                                 "effective": _round(effective)},
         "hourly": hourly, "monthly": monthly,
-        "usd_per_gpu_hour": ({"on_demand": _round(od / gpus), "spot": _round(sp / gpus),
+        "usd_per_gpu_hour": ({"on_demand": _round(od / gpus),
+                              "spot": _round(sp / gpus) if sp is not None else None,
                               "effective": _round(effective / gpus)} if gpus else None),
+        "root_volume_gib": root_gib,
+        "ebs_hourly": ebs_hourly, "ebs_monthly": ebs_monthly,
         "price_basis": ("on-demand list price (Capacity Block price is set at purchase)"
-                        if capacity == "CAPACITY_BLOCK" else
+                        if reservation == "capacity-block" else
+                        "on-demand list price (an ODCR bills on-demand rates, used or not)"
+                        if reservation == "odcr" else
                         "mean spot price of the pool's types" if capacity == "SPOT" else
                         "on-demand list price"),
     }
 
 
-def _fixed(plan: dict, catalog, efs_gib: float) -> list[dict]:
+def _helm_volumes(values: Any, path: str = "") -> list[tuple[str, int]]:
+    """(values path, GiB) of every persistent volume a chart's values ask for: each
+    `volumeClaimTemplate` storage request and each enabled `persistence.size`."""
+    out: list[tuple[str, int]] = []
+    if isinstance(values, dict):
+        for key, v in values.items():
+            here = f"{path}.{key}" if path else str(key)
+            if key == "volumeClaimTemplate" and isinstance(v, dict):
+                size = (((v.get("spec") or {}).get("resources") or {}).get("requests")
+                        or {}).get("storage")
+                gib = _gib(size)
+                if gib:
+                    out.append((here, gib))
+                continue
+            if key == "persistence" and isinstance(v, dict) and v.get("enabled", True) \
+                    and _gib(v.get("size")):
+                out.append((here, _gib(v.get("size"))))  # type: ignore[arg-type]
+                continue
+            out += _helm_volumes(v, here)
+    elif isinstance(values, list):
+        for i, v in enumerate(values):
+            out += _helm_volumes(v, f"{path}[{i}]")
+    return out
+
+
+_QUANTITY = {"Gi": 1, "Ti": 1024, "Mi": 1 / 1024, "G": 1e9 / 2**30, "T": 1e12 / 2**30}
+
+
+def _gib(quantity: Any) -> Optional[int]:
+    """A Kubernetes storage quantity in whole GiB (rounded up, as EBS provisions)."""
+    if not isinstance(quantity, str):
+        return None
+    for suffix, factor in _QUANTITY.items():
+        if quantity.endswith(suffix) and quantity[: -len(suffix)].replace(".", "", 1).isdigit():
+            return max(1, math.ceil(float(quantity[: -len(suffix)]) * factor))
+    return None
+
+
+def _fixed(plan: dict, catalog, efs_gib: float, warnings: list) -> list[dict]:
     svc, date = catalog.services, catalog.price_date
     hpm = svc["hours_per_month"]
     items = []
 
-    def add(item: str, count: float, unit_price: float, unit: str, urns: list[str], note: str = ""):
+    def add(item: str, count: float, unit_price: float, unit: str, urns: list[str], note: str = "",
+            price: Optional[ListPrice] = None):
         if not count:
             return
         hourly = count * unit_price if unit == "hour" else count * unit_price / hpm
         items.append({"item": item, "count": _round(count, 2), "unit_price": unit_price,
                       "unit": unit, "hourly": _round(hourly), "monthly": _round(hourly * hpm, 2),
-                      "price_date": date, "urns": urns, "note": note})
+                      "price_date": price.date if price else date, "urns": urns, "note": note,
+                      "price_source": price.source if price else
+                      f"catalog services, {catalog.reference_region}"})
 
     res = plan["resources"]
     clusters = [r for r in res if r["type"] == CLUSTER]
@@ -197,7 +353,7 @@ def _fixed(plan: dict, catalog, efs_gib: float) -> list[dict]:
     nats = [r for r in res if r["type"] == NAT
             and (_inputs(r).get("connectivityType") or "public") == "public"]
     add("NAT gateway", len(nats), svc["nat_gateway_hour"], "hour", [r["urn"] for r in nats],
-        f"plus ${svc['nat_gateway_gb']}/GB processed")
+        f"plus ${svc['nat_gateway_gb']}/GiB processed")
     endpoint_azs, endpoint_urns = 0, []
     for r in res:
         if r["type"] == VPC_ENDPOINT and _inputs(r).get("vpcEndpointType") == "Interface":
@@ -215,14 +371,36 @@ def _fixed(plan: dict, catalog, efs_gib: float) -> list[dict]:
                 raise UsageError(f"{r['name']}: no FSx price for perUnitStorageThroughput "
                                  f"{tput!r} in the catalog")
             add(f"FSx for Lustre {inp.get('deploymentType', 'PERSISTENT_2')} "
-                f"{int(tput or 125)} MB/s/TiB", gib, svc[key], "GB-month", [r["urn"]],
+                f"{int(tput or 125)} MB/s/TiB", gib, svc[key], "GiB-month", [r["urn"]],
                 f"{gib} GiB provisioned")
     efs = [r for r in res if r["type"] == EFS]
     if efs and efs_gib:
         add("EFS Standard storage (assumed size)", efs_gib * len(efs),
-            svc["efs_standard_gb_month"], "GB-month", [r["urn"] for r in efs],
+            svc["efs_standard_gb_month"], "GiB-month", [r["urn"] for r in efs],
             f"{efs_gib:g} GiB assumed per file system (--efs-gib); EFS bills what is stored")
+    keys = [r for r in res if r["type"] == KMS_KEY]
+    kms = list_price(catalog, "kms_key_month")
+    add("KMS customer managed key", len(keys), kms.usd, kms.unit, [r["urn"] for r in keys],
+        "plus $0.03 per 10,000 requests", kms)
+    volumes, urns = [], []
+    for r in res:
+        if r["type"] == HELM_RELEASE:
+            found = _helm_volumes(_inputs(r).get("values") or {})
+            if found:
+                volumes += [(_inputs(r).get("chart") or r["name"], path, gib)
+                            for path, gib in found]
+                urns.append(r["urn"])
+    if volumes:
+        gp3 = list_price(catalog, "ebs_gp3_gb_month")
+        what = ", ".join(f"{_volume_label(path)} {gib} GiB" for _, path, gib in volumes)
+        add("EBS gp3 persistent volumes (charts)", sum(g for _, _, g in volumes), gp3.usd,
+            gp3.unit, urns, f"{what}; one replica each", gp3)
     return items
+
+
+def _volume_label(path: str) -> str:
+    """`prometheus.prometheusSpec.storageSpec.volumeClaimTemplate` -> `prometheus`."""
+    return path.split(".")[0]
 
 
 def estimate(plan: dict, catalog=None, spot: Optional[SpotPrice] = None,
@@ -233,23 +411,35 @@ def estimate(plan: dict, catalog=None, spot: Optional[SpotPrice] = None,
         catalog = load_catalog()
     spot = spot or assumed_spot(catalog)
     prices: list[dict] = []
+    warnings: list[str] = []
+    region = _region(plan)
+    if region and region != catalog.reference_region:
+        warnings.append(f"the stack is in {region} but every price here is a "
+                        f"{catalog.reference_region} list price; {region} prices differ")
     lts = _launch_templates(plan)
-    pools = [_pool(r, lts, catalog, spot, prices) for r in plan["resources"]
+    pools = [_pool(r, lts, catalog, spot, prices, warnings) for r in plan["resources"]
              if r["type"] == NODE_GROUP]
-    fixed = _fixed(plan, catalog, efs_gib)
+    fixed = _fixed(plan, catalog, efs_gib, warnings)
     hpm = catalog.services["hours_per_month"]
     fixed_hourly = sum(f["hourly"] for f in fixed)
 
     totals, blended = {}, {}
     for size in SIZES:
         pool_hourly = sum(p["hourly"][size]["effective"] for p in pools)
-        hourly = pool_hourly + fixed_hourly
+        ebs_hourly = sum(p["ebs_hourly"][size] for p in pools)
+        hourly = pool_hourly + ebs_hourly + fixed_hourly
         gpus = sum(p["gpus"][size] for p in pools)
         totals[size] = {"hourly": _round(hourly), "monthly": _round(hourly * hpm, 2),
                         "gpus": gpus,
                         "pools_hourly_on_demand": _round(sum(p["hourly"][size]["on_demand"]
                                                              for p in pools)),
-                        "pools_hourly_spot": _round(sum(p["hourly"][size]["spot"] for p in pools))}
+                        # pools that cannot be Spot (reserved capacity) at their own price
+                        "pools_hourly_spot": _round(sum(
+                            p["hourly"][size]["spot"] if p["spot_possible"]
+                            else p["hourly"][size]["effective"] for p in pools)),
+                        "pools_hourly": _round(pool_hourly),
+                        "node_ebs_hourly": _round(ebs_hourly),
+                        "fixed_hourly": _round(fixed_hourly)}
         blended[size] = _round(hourly / gpus) if gpus else None
 
     for s in {t for p in pools for t in p["instance_types"]}:
@@ -259,8 +449,11 @@ def estimate(plan: dict, catalog=None, spot: Optional[SpotPrice] = None,
                        "source": f"catalog on-demand list price, {catalog.reference_region}"})
     for f in fixed:
         prices.append({"item": f["item"], "usd": f["unit_price"], "unit": f["unit"],
-                       "date": f["price_date"],
-                       "source": f"catalog services, {catalog.reference_region}"})
+                       "date": f["price_date"], "source": f["price_source"]})
+    if any(p["root_volume_gib"] for p in pools):
+        gp3 = list_price(catalog, "ebs_gp3_gb_month")
+        prices.append({"item": "EBS gp3 node root volumes", "usd": gp3.usd, "unit": gp3.unit,
+                       "date": gp3.date, "source": gp3.source})
     unique, keys = [], set()
     for p in sorted(prices, key=lambda p: p["item"]):
         k = (p["item"], p["usd"], p["date"])
@@ -268,27 +461,30 @@ def estimate(plan: dict, catalog=None, spot: Optional[SpotPrice] = None,
             keys.add(k)
             unique.append(p)
 
-    region = _region(plan)
     assumptions = [
         f"on-demand prices: Linux list prices in {catalog.reference_region} on "
-        f"{catalog.price_date} (components/data/instances.yaml)",
+        f"{catalog.price_date} (components/data/instances.yaml); EBS and KMS prices: "
+        "trainyard/cost.py EXTRA_PRICES, dated there",
         f"spot: on-demand minus {catalog.services['spot_discount_assumption']:.0%} unless "
         "--live-spot (documented assumption; real spot prices move hourly)",
         "diversified pools are priced at the mean of their instance types",
-        "Capacity Block pools at the on-demand list price (the block price is set at purchase)",
-        f"a month is {hpm:g} hours; totals use each pool's own capacity type",
-        f"usage-based charges not totalled: NAT data ${catalog.services['nat_gateway_gb']}/GB, "
-        f"S3 ${catalog.services['s3_standard_gb_month']}/GB-month, CloudWatch Logs ingestion "
-        f"${catalog.services['cloudwatch_logs_gb_ingested']}/GB, EFS "
-        f"${catalog.services['efs_standard_gb_month']}/GB-month beyond --efs-gib",
+        "Capacity Block and ODCR pools at the on-demand list price (a block's price is set at "
+        "purchase; an ODCR bills on-demand rates whether used or not) and never as Spot",
+        f"a month is {hpm:g} hours; totals use each pool's own capacity type, plus each node's "
+        "root volume (EBS) and the fixed costs",
+        f"usage-based charges not totalled: NAT data ${catalog.services['nat_gateway_gb']}/GiB, "
+        f"S3 ${catalog.services['s3_standard_gb_month']}/GiB-month, CloudWatch Logs ingestion "
+        f"${catalog.services['cloudwatch_logs_gb_ingested']}/GiB, EFS "
+        f"${catalog.services['efs_standard_gb_month']}/GiB-month beyond --efs-gib, KMS requests",
     ]
     if region and region != catalog.reference_region:
         assumptions.append(f"the stack is in {region} but prices are for "
                            f"{catalog.reference_region}; regional prices differ")
     return {
         "stack": plan.get("stack"), "region": region, "currency": "USD",
+        "units": UNITS.format(hours=hpm),
         "reference_region": catalog.reference_region, "price_date": catalog.price_date,
-        "hours_per_month": hpm, "pools": pools, "fixed": fixed,
+        "hours_per_month": hpm, "warnings": warnings, "pools": pools, "fixed": fixed,
         "fixed_hourly": _round(fixed_hourly), "fixed_monthly": _round(fixed_hourly * hpm, 2),
         "totals": totals, "monthly_total": totals["desired"]["monthly"],
         "blended_usd_per_gpu_hour": blended, "prices": unique, "assumptions": assumptions,
@@ -312,48 +508,84 @@ def _money(x: Optional[float]) -> str:
     return "-" if x is None else f"${x:,.2f}"
 
 
+def _table(rows: list[tuple[str, ...]], right: tuple[int, ...] = (), indent: str = "  ") \
+        -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return [indent + "  ".join(c.rjust(w) if i in right else c.ljust(w)
+                                for i, (c, w) in enumerate(zip(row, widths, strict=True))).rstrip()
+            for row in rows]
+
+
+def _sizes(values: dict, fmt=str) -> str:
+    return "/".join(fmt(values[s]) for s in SIZES)
+
+
+def _alternative(p: dict) -> str:
+    """The price the pool would have at max size on the other market, or why there is none."""
+    if not p["spot_possible"]:
+        return {"capacity-block": "none: Capacity Block", "odcr": "none: ODCR"}[p["reservation"]]
+    if p["capacity_type"] == "SPOT":
+        return f"on-demand {_money(p['hourly']['max']['on_demand'])}"
+    return f"Spot {_money(p['hourly']['max']['spot'])}"
+
+
 def render(est: dict) -> str:
-    lines = [f"trainyard cost: stack {est['stack'] or '?'} (USD; list prices "
-             f"{est['reference_region']} {est['price_date']})", ""]
-    lines.append("GPU and system node groups (per hour at min / desired / max nodes):")
+    lines = [f"trainyard cost: stack {est['stack'] or '?'} (list prices "
+             f"{est['reference_region']} {est['price_date']})",
+             f"Units: {est['units']}."]
+    if est["warnings"]:
+        lines += ["", "Warnings:"] + [f"  ! {w}" for w in est["warnings"]]
+
+    lines += ["", "Node pools at min / desired / max nodes, $/hour at each pool's own capacity "
+                  "type (instances only):"]
+    rows = [("pool", "capacity", "instance types", "nodes", "GPUs", "min", "desired", "max",
+             "$/GPU-hour", "other market at max")]
     for p in est["pools"]:
-        sz = p["sizes"]
-        lines.append(f"  {p['pool'] or p['name']}  {', '.join(p['instance_types'])}  {p['capacity_type']}  "
-                     f"nodes {sz['min']}/{sz['desired']}/{sz['max']}  "
-                     f"GPUs {p['gpus']['min']}/{p['gpus']['desired']}/{p['gpus']['max']}")
-        for kind in ("on_demand", "spot"):
-            mark = "*" if (kind == "spot") == (p["capacity_type"] == "SPOT") else " "
-            h = [p["hourly"][s][kind] for s in SIZES]
-            m = [p["monthly"][s][kind] for s in SIZES]
-            lines.append(f"   {mark}{kind.replace('_', '-'):<9} {' / '.join(_money(x) for x in h)}"
-                         f" per hour;  {' / '.join(_money(x) for x in m)} per month")
-        if p["usd_per_gpu_hour"]:
-            g = p["usd_per_gpu_hour"]
-            lines.append(f"    $/GPU-hour: on-demand {_money(g['on_demand'])}, spot "
-                         f"{_money(g['spot'])}")
-    lines.append("  (* = the pool's own capacity type, used in the totals)")
-    lines.append("")
-    lines.append("Fixed costs:")
+        g = p["usd_per_gpu_hour"]
+        rows.append((p["pool"] or p["name"], p["capacity_type"], ", ".join(p["instance_types"]),
+                     _sizes(p["sizes"]), _sizes(p["gpus"]),
+                     *(_money(p["hourly"][s]["effective"]) for s in SIZES),
+                     _money(g["effective"]) if g else "-", _alternative(p)))
+    t = est["totals"]
+    rows.append(("all pools", "", "", _sizes({s: sum(p["sizes"][s] for p in est["pools"])
+                                              for s in SIZES}),
+                 _sizes({s: t[s]["gpus"] for s in SIZES}),
+                 *(_money(t[s]["pools_hourly"]) for s in SIZES), "", ""))
+    lines += _table(rows, right=(5, 6, 7, 8))
+
+    if any(p["root_volume_gib"] for p in est["pools"]):
+        lines += ["", "Node root volumes (EBS), $/month at min / desired / max nodes:"]
+        rows = [("pool", "GiB/node", "min", "desired", "max")]
+        for p in est["pools"]:
+            rows.append((p["pool"] or p["name"], f"{p['root_volume_gib']:,}",
+                         *(_money(p["ebs_monthly"][s]) for s in SIZES)))
+        rows.append(("all pools", "", *(_money(sum(p["ebs_monthly"][s] for p in est["pools"]))
+                                         for s in SIZES)))
+        lines += _table(rows, right=(1, 2, 3, 4))
+
+    lines += ["", "Fixed costs (independent of pool sizes):"]
+    rows = [("item", "count", "unit price", "$/month", "note")]
     for f in est["fixed"]:
-        lines.append(f"  {f['item']}: {f['count']:g} x ${f['unit_price']}/{f['unit']} = "
-                     f"{_money(f['monthly'])}/month ({f['note']})" if f["note"] else
-                     f"  {f['item']}: {f['count']:g} x ${f['unit_price']}/{f['unit']} = "
-                     f"{_money(f['monthly'])}/month")
-    lines.append(f"  total fixed: {_money(est['fixed_hourly'])}/hour, "
-                 f"{_money(est['fixed_monthly'])}/month")
-    lines.append("")
-    lines.append("Stack total (fixed + pools at their own capacity type):")
-    for s in SIZES:
-        t = est["totals"][s]
-        b = est["blended_usd_per_gpu_hour"][s]
-        lines.append(f"  {s:<8} {_money(t['hourly'])}/hour  {_money(t['monthly'])}/month  "
-                     f"{t['gpus']} GPUs  blended {_money(b) + '/GPU-hour' if b else 'n/a (no GPUs)'}")
-    lines.append("")
-    lines.append("Prices used (date, source):")
+        rows.append((f["item"], f"{f['count']:,g}", f"${f['unit_price']:g}/{f['unit']}",
+                     _money(f["monthly"]), f["note"]))
+    rows.append(("total", "", "", _money(est["fixed_monthly"]),
+                 f"{_money(est['fixed_hourly'])}/hour"))
+    lines += _table(rows, right=(1, 3))
+
+    lines += ["", "Stack total (pools at their own capacity type + node root volumes + fixed):"]
+    rows = [("", "min", "desired", "max")]
+    rows.append(("$/hour", *(_money(t[s]["hourly"]) for s in SIZES)))
+    rows.append(("$/month", *(_money(t[s]["monthly"]) for s in SIZES)))
+    rows.append(("GPUs", *(f"{t[s]['gpus']:,}" for s in SIZES)))
+    rows.append(("blended $/GPU-hour", *(_money(est["blended_usd_per_gpu_hour"][s])
+                                         if est["blended_usd_per_gpu_hour"][s] else "n/a"
+                                         for s in SIZES)))
+    lines += _table(rows, right=(1, 2, 3))
+
+    lines += ["", "Prices used (date, source):"]
     for p in est["prices"]:
-        lines.append(f"  {p['item']}: ${p['usd']}/{p['unit']}  {p['date']}  {p['source']}")
-    lines.append("")
-    lines.append("Assumptions:")
+        lines.append(f"  {p['item']}: ${p['usd']:g}/{p['unit']}  {p['date']}  {p['source']}")
+    lines += ["", "Assumptions:"]
     lines += [f"  - {a}" for a in est["assumptions"]]
     return "\n".join(lines) + "\n"
 
@@ -364,8 +596,10 @@ def render(est: dict) -> str:
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "cost", help="hourly and monthly cost of a stack or plan, offline",
-        description="Price every node group at min/desired/max (on-demand and spot) plus the "
-                    "fixed costs, with the date of every price.")
+        description="Price every node group at min/desired/max nodes (at its own capacity type, "
+                    "with the other market where there is one), node root volumes and the fixed "
+                    "costs of a stack or plan, with the date and source of every price. USD; "
+                    "storage in GiB.")
     add_plan_source_args(p)
     p.add_argument("--json", metavar="PATH", type=Path, help="write the estimate as JSON")
     p.add_argument("--efs-gib", metavar="GIB", type=float, default=0.0,
@@ -382,14 +616,12 @@ def run(args) -> int:
 
     if args.efs_gib < 0:
         raise UsageError(f"--efs-gib must be >= 0, got {args.efs_gib:g}")
+    outfile.check_writable(args.json)  # before synthesizing
     plan = load_plan_for(args)
     catalog = load_catalog()
     spot = live_spot(_region(plan) or catalog.reference_region) if args.live_spot else None
     est = estimate(plan, catalog, spot, args.efs_gib)
     sys.stdout.write(render(est))
     if args.json is not None:
-        try:
-            Path(args.json).write_text(json.dumps(est, indent=2) + "\n")
-        except OSError as e:
-            raise UsageError(f"{args.json}: cannot write: {e}") from None
+        outfile.write(args.json, json.dumps(est, indent=2) + "\n")
     return 0

@@ -31,13 +31,18 @@ from trainyard.plan import planned_pools
 # ----------------------------------------------------------------------------------------------
 # Rules (data)
 # ----------------------------------------------------------------------------------------------
-ANY, SET, REMOVED, DECREASE = "any", "set", "removed", "decrease"
+ANY, SET, REMOVED, DECREASE, NEW_VPC = "any", "set", "removed", "decrease", "new-vpc"
 """When a matching change replaces: `any` change; `set`: changing or removing a value that was
 set (adding one where there was none is an in-place update); `removed`: only removing the whole
-value; `decrease`: a numeric decrease."""
+value; `decrease`: a numeric decrease; `new-vpc`: only when the property references resources
+that are replaced into another VPC (updatable within a VPC, but the resource cannot move to
+another one: see `in_new_vpc`)."""
 
 LAUNCH_TEMPLATE = "aws:ec2/launchTemplate:LaunchTemplate"
 NODE_GROUP = "aws:eks/nodeGroup:NodeGroup"
+VPC = "aws:ec2/vpc:Vpc"
+VPC_ID = "vpcId"
+"""The input by which a resource names its VPC (subnets, security groups, route tables...)."""
 
 _S3_SIBLING = ("bucket", "expectedBucketOwner")
 REPLACE_ON: dict[str, tuple[Any, ...]] = {
@@ -74,9 +79,13 @@ REPLACE_ON: dict[str, tuple[Any, ...]] = {
                  "nodeGroupName", "nodeGroupNamePrefix", "nodeRoleArn", "remoteAccess",
                  "subnetIds", "launchTemplate.id", "launchTemplate.name"),
     # -- cluster ---------------------------------------------------------------------------
-    # vpcConfig.subnetIds / securityGroupIds are updatable since AWS provider 5.25 (Nov 2023).
+    # vpcConfig.subnetIds / securityGroupIds are updatable since AWS provider 5.25 (Nov 2023),
+    # but only within the cluster's VPC: EKS cannot move a cluster to another VPC, so pointing
+    # them at subnets or security groups of a new VPC replaces the cluster.
     # Envelope encryption can be added to a running cluster but never removed.
-    "aws:eks/cluster:Cluster": ("name", "roleArn", "bootstrapSelfManagedAddons",
+    "aws:eks/cluster:Cluster": (("vpcConfig.subnetIds", NEW_VPC),
+                                ("vpcConfig.securityGroupIds", NEW_VPC),
+                                "name", "roleArn", "bootstrapSelfManagedAddons",
                                 "accessConfig.bootstrapClusterCreatorAdminPermissions",
                                 "kubernetesNetworkConfig.serviceIpv4Cidr",
                                 "kubernetesNetworkConfig.ipFamily", "remoteNetworkConfig",
@@ -234,10 +243,15 @@ def rules_for(type_: str, table: dict[str, tuple]) -> list[tuple[str, str]]:
     return [(r, ANY) if isinstance(r, str) else (r[0], r[1]) for r in entry]
 
 
-def replacing(type_: str, change: Change) -> bool:
-    """Whether `change` to a resource of `type_` forces its replacement."""
+def replacing(type_: str, change: Change, new_vpc: bool = False) -> bool:
+    """Whether `change` to a resource of `type_` forces its replacement. `new_vpc`: the change
+    points the property at a resource that is replaced into another VPC."""
     for rule, mode in rules_for(type_, REPLACE_ON):
         if not _matches(change.path, rule):
+            continue
+        if mode == NEW_VPC:
+            if new_vpc:
+                return True
             continue
         if mode == ANY:
             return True
@@ -387,14 +401,28 @@ def diff_stack(base: Optional[dict], head: Optional[dict]) -> StackDiff:
     return StackDiff([rd for rd in out.values() if rd.action != SAME])
 
 
+def in_new_vpc(rd: ResourceDiff) -> bool:
+    """A replaced resource ends up in another VPC when it is the VPC, or when its own `vpcId`
+    changes (the replacing property): the seed of the `new-vpc` rule. `_cascade` extends it to
+    every resource replaced through a reference to one that is in a new VPC (a subnet's NAT
+    gateway, a cluster on moved subnets, that cluster's node groups...)."""
+    return rd.action == REPLACE and (
+        rd.type == VPC or any(_schema_path(p) == VPC_ID for p in rd.replace_paths))
+
+
 def _cascade(out: dict[str, ResourceDiff], old: dict, new: dict) -> None:
-    """Propagate replacements through references until nothing changes."""
+    """Propagate replacements through references until nothing changes. A resource referenced
+    while it is replaced is judged again once it turns out to move to a new VPC (`new-vpc`)."""
     done: set[str] = set()
+    moved: set[str] = {u for u, rd in out.items() if in_new_vpc(rd)}
+    done_moved: set[str] = set()
     while True:
-        fresh = [u for u, rd in out.items() if rd.action == REPLACE and u not in done]
+        replaced = {u for u, rd in out.items() if rd.action == REPLACE}
+        fresh = sorted((replaced - done) | (moved - done_moved))
         if not fresh:
             return
         done.update(fresh)
+        done_moved.update(u for u in fresh if u in moved)
         tokens = {tok: u for u in fresh for tok in _tokens(old[u])}
         for urn, rd in out.items():
             if urn not in new or urn not in old:
@@ -403,17 +431,24 @@ def _cascade(out: dict[str, ResourceDiff], old: dict, new: dict) -> None:
                 if target == urn:
                     continue
                 who = out[target].name
+                new_vpc = target in moved
                 change = Change(path, "(old id)", f"(new id of {who})", "changed")
-                if replacing(rd.type, change):
+                updated = f"`{path}` is updated to the new id of {who} (replaced)"
+                replaced_by = f"`{path}` references {who}, which is replaced"
+                if replacing(rd.type, change, new_vpc=new_vpc):
                     rd.action = REPLACE
                     if path not in rd.replace_paths:
                         rd.replace_paths.append(path)
-                    rd.reasons.append(f"`{path}` references {who}, which is replaced")
+                    rd.reasons = [r for r in rd.reasons
+                                  if r != updated and not r.startswith(replaced_by)]
+                    rd.reasons.append(replaced_by + (" into a new VPC" if new_vpc else ""))
+                    if new_vpc or in_new_vpc(rd):
+                        moved.add(urn)
                 else:
                     if rd.action == SAME:
                         rd.action = UPDATE
-                    rd.reasons.append(f"`{path}` is updated to the new id of {who} "
-                                      "(replaced)")
+                    if updated not in rd.reasons:
+                        rd.reasons.append(updated)
 
 
 def _roll_from_launch_templates(out: dict[str, ResourceDiff], new: dict) -> None:

@@ -1,29 +1,41 @@
 """`trainyard job render`: print (or submit) a Kubeflow TrainJob for a packaged workload on one
 of the stack's GPU pools, built from typed Python (trainyard/jobspec.py): the workload's entry
 point and flags, the pool's facts (GPUs and EFA devices per node, huge pages, node count limits),
-the team's shared claims and the checkpoint location from the stack's outputs.
+the team's shared claims and the checkpoint location from the DEPLOYED stack's outputs.
 
-    trainyard job render llm --stack prod --pool a100 --nodes 2 > job.yaml
-    trainyard job render llm --stack prod --pool a100 --nodes 2 --submit   # kubeconfig context
+    pulumi stack output --json > outputs.json      # once per deploy, with the stack selected
+    trainyard job render llm --stack prod --pool a100 --nodes 2 --team research \
+        --outputs outputs.json > job.yaml
+    trainyard job render llm --stack prod --pool a100 --nodes 2 --team research \
+        --outputs outputs.json --submit                                 # kubeconfig context
 
-The checkpoint location defaults to s3://<checkpointsBucket>/<checkpointPrefix><team>/<name>/
-from the stack's outputs (synthesized offline, or read from `--plan PATH`); rendering the same
-job again points at the same place, so the resubmitted job resumes. Bad input exits 2 with one
-line naming the value.
+Values that exist only once the stack is deployed come from `--outputs` (the JSON `pulumi stack
+output --json` prints; '-' reads it from stdin): the checkpoints bucket and prefix, the pool's
+training runtime, the team claims and the training service account. The checkpoint location
+defaults to s3://<checkpointsBucket>/<checkpointPrefix><team>/<name>/; rendering the same job
+again points at the same place, so the resubmitted job resumes. The offline plan cannot stand in
+for the outputs: its bucket names are placeholders (trainyard/mocks.py), and a job is refused
+rather than pointed at one. With `--checkpoint-dir` and no `--outputs`, the rest comes from the
+stack config. Bad input exits 2 with one line naming the value.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 import yaml
 
+from components.config import image_check
 from trainyard import jobspec
 from trainyard.errors import UsageError
 
+OUTPUTS_HINT = ("run `pulumi stack output --json > outputs.json` and pass --outputs outputs.json, "
+                "or give --checkpoint-dir")
+"""How to get real values, said wherever a job would otherwise point at a placeholder."""
 DEFAULT_PRESETS = ", ".join(f"{w.name} {w.defaults['preset']}" for w in jobspec.WORKLOADS.values())
 
 
@@ -33,8 +45,14 @@ def add_parser(sub) -> None:
     jsub = p.add_subparsers(dest="job_command", metavar="SUBCOMMAND",
                             parser_class=type(p))
     jsub.required = True
-    r = jsub.add_parser("render", help="print a TrainJob (YAML by default); --submit applies it",
-                        description=__doc__.split("\n\n")[0])
+    r = jsub.add_parser(
+        "render", help="print a TrainJob (YAML by default); --submit applies it",
+        description="Print a Kubeflow TrainJob for a packaged workload on one of the stack's GPU "
+                    "pools (or create it with --submit). Pool facts come from the stack config; "
+                    "the checkpoints bucket, runtime, claims and service account from the "
+                    "deployed stack's outputs (--outputs, the JSON of `pulumi stack output "
+                    "--json`). A job that would point at a placeholder from the offline plan is "
+                    "refused.")
     r.add_argument("workload", metavar="WORKLOAD",
                    help=f"packaged workload ({', '.join(sorted(jobspec.WORKLOADS))})")
     g = r.add_mutually_exclusive_group(required=True)
@@ -47,13 +65,14 @@ def add_parser(sub) -> None:
     r.add_argument("--gpus-per-node", type=int,
                    help="GPUs (= processes) per node (default: all of the node's; EFA pools "
                         "run whole nodes only)")
-    r.add_argument("--image", help="training image (default: trainyard:kubeflow.trainingImage)")
+    r.add_argument("--image", help="training image, pinned to a version tag or digest (default: "
+                                   "trainyard:kubeflow.trainingImage)")
+    r.add_argument("--outputs", metavar="PATH",
+                   help="the deployed stack's outputs: the JSON `pulumi stack output --json` "
+                        "prints ('-' = stdin)")
     r.add_argument("--checkpoint-dir", metavar="DIR",
                    help="s3://bucket/prefix/ or a path under /shared or /fsx (default: the "
-                        "stack's checkpoints bucket)")
-    r.add_argument("--plan", type=Path, metavar="PATH",
-                   help="plan JSON (`trainyard plan --json`) to read stack outputs from instead "
-                        "of synthesizing the stack")
+                        "deployed stack's checkpoints bucket, from --outputs)")
     w = r.add_argument_group("workload flags")
     w.add_argument("--preset", help=f"model size (default: {DEFAULT_PRESETS})")
     w.add_argument("--max-steps", type=int)
@@ -73,31 +92,105 @@ def add_parser(sub) -> None:
 
 
 # ----------------------------------------------------------------------------------------------
+# The deployed stack's outputs
+# ----------------------------------------------------------------------------------------------
+def read_outputs(path: str) -> dict[str, Any]:
+    """The JSON `pulumi stack output --json` prints, from a file or '-' (stdin)."""
+    where = f"--outputs {path}"
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text()
+    except FileNotFoundError:
+        raise UsageError(f"{where}: no such file; {OUTPUTS_HINT}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"{where}: cannot read: {e}") from None
+    try:
+        outputs = json.loads(text)
+    except ValueError as e:
+        raise UsageError(f"{where}: not JSON ({e}); expected what `pulumi stack output --json` "
+                         "prints") from None
+    if not isinstance(outputs, dict):
+        raise UsageError(f"{where}: expected a JSON object of stack outputs (what `pulumi stack "
+                         f"output --json` prints), got {type(outputs).__name__}")
+    if isinstance(outputs.get("resources"), list) and "project" in outputs:
+        raise UsageError(f"{where}: this is an offline plan (`trainyard plan --json`), whose "
+                         f"values are placeholders; {OUTPUTS_HINT}")
+    return outputs
+
+
+def deployed_value(outputs: dict[str, Any], key: str, where: str) -> Any:
+    """An output the job will use; UsageError if it is missing, masked or a placeholder."""
+    if key not in outputs or outputs[key] in (None, ""):
+        raise UsageError(f"{where}: no `{key}` output (is this the trainyard stack's `pulumi "
+                         "stack output --json`?)")
+    value = outputs[key]
+    _refuse_placeholders(value, f"{where}: {key}")
+    return value
+
+
+def _refuse_placeholders(value: Any, where: str) -> None:
+    from trainyard.mocks import placeholder_reason
+    from trainyard.synth import SECRET
+
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _refuse_placeholders(v, f"{where}.{k}")
+        return
+    if value == SECRET:
+        raise UsageError(f"{where} is a secret ({SECRET}); the job cannot use it")
+    reason = placeholder_reason(value)
+    if reason:
+        raise UsageError(f"{where} {value!r} is a placeholder from the offline plan ({reason}); "
+                         f"{OUTPUTS_HINT}")
+
+
+@dataclass(frozen=True)
+class Deployed:
+    """What a TrainJob takes from the deployed stack (`pulumi stack output --json`) besides the
+    checkpoint location (`default_checkpoint_dir`)."""
+
+    runtime: str
+    """The pool's ClusterTrainingRuntime (`trainingRuntimes[pool]`)."""
+    claims: dict[str, str]
+    """Claim name -> mount path (`sharedClaimName` at /shared, `fsxClaimName` at /fsx)."""
+    service_account: Optional[str]
+
+
+def deployed(outputs: dict[str, Any], where: str, facts: jobspec.PoolFacts) -> Deployed:
+    runtimes = deployed_value(outputs, "trainingRuntimes", where)
+    if not isinstance(runtimes, dict):
+        raise UsageError(f"{where}: `trainingRuntimes` must map pool names to runtime names")
+    if facts.name not in runtimes:
+        raise UsageError(f"--pool {facts.name}: the deployed stack has no runtime for it "
+                         f"(trainingRuntimes: {', '.join(sorted(runtimes)) or 'none'}); deploy "
+                         "the stack config first (`pulumi up`)")
+    expected = jobspec.runtime_name(facts)
+    if runtimes[facts.name] != expected:
+        raise UsageError(f"--pool {facts.name}: the deployed runtime is "
+                         f"{runtimes[facts.name]!r} but the stack config gives {expected!r}: the "
+                         "config changed since the last deploy; deploy it first (`pulumi up`)")
+    claims = {}
+    for key, mount in (("sharedClaimName", jobspec.SHARED_MOUNT),
+                       ("fsxClaimName", jobspec.FSX_MOUNT)):
+        if outputs.get(key):
+            claims[str(deployed_value(outputs, key, where))] = mount
+    account = outputs.get("trainingServiceAccount")
+    if account:
+        _refuse_placeholders(account, f"{where}: trainingServiceAccount")
+    return Deployed(runtime=str(runtimes[facts.name]), claims=claims,
+                    service_account=str(account) if account else None)
+
+
+# ----------------------------------------------------------------------------------------------
 # Resolving the request (every check names the bad value)
 # ----------------------------------------------------------------------------------------------
-def _stack_outputs(args, stack: str, stack_file: Optional[Path]) -> dict[str, Any]:
-    if args.plan is not None:
-        try:
-            plan = json.loads(Path(args.plan).read_text())
-        except (OSError, ValueError) as e:
-            raise UsageError(f"--plan {args.plan}: cannot read a plan JSON: {e}") from None
-        if not isinstance(plan, dict) or not isinstance(plan.get("outputs"), dict):
-            raise UsageError(f"--plan {args.plan}: not a `trainyard plan --json` file "
-                             "(no `outputs`)")
-        if plan.get("stack") not in (None, stack):
-            raise UsageError(f"--plan {args.plan}: a plan of stack {plan.get('stack')!r}, "
-                             f"not {stack!r}")
-        return plan["outputs"]
-    from trainyard.synth import synthesize
-
-    return synthesize(stack, stack_file)["outputs"]
-
-
-def default_checkpoint_dir(outputs: dict[str, Any], namespace: str, name: str) -> str:
-    bucket = outputs.get("checkpointsBucket")
-    if not bucket or bucket == "[secret]":
-        raise UsageError("the stack has no `checkpointsBucket` output; pass --checkpoint-dir")
-    prefix = str(outputs.get("checkpointPrefix") or "").strip("/")
+def default_checkpoint_dir(outputs: dict[str, Any], namespace: str, name: str,
+                           where: str = "--outputs") -> str:
+    if not outputs.get("checkpointsBucket"):
+        raise UsageError(f"{where}: no `checkpointsBucket` output; pass --checkpoint-dir")
+    bucket = deployed_value(outputs, "checkpointsBucket", where)
+    prefix = outputs.get("checkpointPrefix") or ""
+    _refuse_placeholders(prefix, f"{where}: checkpointPrefix")
+    prefix = str(prefix).strip("/")
     parts = [p for p in (prefix, namespace, name) if p]
     return f"s3://{bucket}/{'/'.join(parts)}/"
 
@@ -116,9 +209,9 @@ def check_checkpoint_dir(value: str, claims: dict[str, str]) -> str:
     return value
 
 
-def build_request(args, config, outputs_fn) -> jobspec.JobRequest:
-    """Resolve CLI args against the stack config. `outputs_fn()` returns the stack outputs
-    (only called when the checkpoint location is not given)."""
+def build_request(args, config, outputs: Optional[dict[str, Any]] = None) -> jobspec.JobRequest:
+    """Resolve CLI args against the stack config and, when given, the deployed stack's outputs
+    (`pulumi stack output --json`). Without outputs the checkpoint location must be given."""
     try:
         wl = jobspec.workload(args.workload)
     except KeyError as e:
@@ -173,11 +266,24 @@ def build_request(args, config, outputs_fn) -> jobspec.JobRequest:
         raise UsageError(f"--name {name}: not a valid TrainJob name (lowercase letters, digits "
                          "and '-', starting with a letter, at most 63 characters)")
 
-    claims = jobspec.claims_for(config.storage.efs.enabled, config.storage.fsx.enabled)
+    image = args.image or config.kubeflow.training_image
+    if args.image is not None:
+        problem = image_check(args.image)
+        if problem:
+            raise UsageError(f"--image {args.image}: {problem}")
+
+    where = f"--outputs {args.outputs}"
+    live = deployed(outputs, where, facts) if outputs is not None else None
+    claims = live.claims if live else \
+        jobspec.claims_for(config.storage.efs.enabled, config.storage.fsx.enabled)
     if args.checkpoint_dir:
         checkpoint = check_checkpoint_dir(args.checkpoint_dir, claims)
+    elif outputs is None:
+        # The offline plan's bucket is a placeholder: never point a real job at it.
+        raise UsageError("--checkpoint-dir defaults to the deployed stack's checkpoints bucket, "
+                         f"which the offline plan only has a placeholder for; {OUTPUTS_HINT}")
     else:
-        checkpoint = default_checkpoint_dir(outputs_fn(), team.name, name)
+        checkpoint = default_checkpoint_dir(outputs, team.name, name, where)
 
     workload_args: dict[str, Any] = {}
     if args.preset is not None:
@@ -198,9 +304,11 @@ def build_request(args, config, outputs_fn) -> jobspec.JobRequest:
 
     return jobspec.JobRequest(
         name=name, namespace=team.name, workload=wl, pool=facts, nodes=args.nodes,
-        gpus_per_node=gpus, image=args.image or config.kubeflow.training_image,
-        checkpoint_dir=checkpoint, workload_args=workload_args, shared_claims=claims,
-        nccl_debug=args.nccl_debug, labels={"trainyard.io/stack": config.stack})
+        gpus_per_node=gpus, image=image, checkpoint_dir=checkpoint,
+        workload_args=workload_args, shared_claims=claims, nccl_debug=args.nccl_debug,
+        labels={"trainyard.io/stack": config.stack},
+        runtime=live.runtime if live else None,
+        service_account=live.service_account if live else None)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -251,7 +359,8 @@ def run(args) -> int:
 
     stack, stack_file = stack_of(args)
     config = load_config(stack, stack_file)
-    req = build_request(args, config, lambda: _stack_outputs(args, stack, stack_file))
+    outputs = read_outputs(args.outputs) if args.outputs is not None else None
+    req = build_request(args, config, outputs)
     job = jobspec.train_job(req)
     jobspec.validate_train_job(job)  # a failure here is a bug in jobspec, not bad input
     api = connect(args.kubeconfig, args.context) if args.submit else None
@@ -263,5 +372,5 @@ def run(args) -> int:
             print(f"error: --submit: {e}", file=sys.stderr)
             return 1
         print(f"submitted TrainJob {req.namespace}/{req.name} (runtime "
-              f"{jobspec.runtime_name(req.pool)})", file=sys.stderr)
+              f"{jobspec.runtime_ref(req)})", file=sys.stderr)
     return 0

@@ -71,8 +71,9 @@ MAX_RESTARTS = {"SPOT": 10, "ON_DEMAND": 3, "CAPACITY_BLOCK": 3}
 """JobSet restarts before the TrainJob fails; each restart resumes from the newest checkpoint.
 Spot pools expect interruptions, so they get more."""
 
-EXPORTER_PATH = Path(__file__).resolve().parent.parent / "components" / "data" / "monitoring" / \
-    "train-metrics-exporter.yaml"
+EXPORTER_FILE = Path("data") / "monitoring" / "train-metrics-exporter.yaml"
+"""The exporter's data, beside the `components` package that installs it (wherever that was
+imported from: the project's checkout for the CLI, see trainyard/project.py)."""
 
 # NCCL / libfabric environment (AWS_FACTS.md "Huge pages and NCCL"). Deliberately NOT set, with
 # libfabric >= 1.18 and aws-ofi-nccl >= 1.7: FI_EFA_USE_DEVICE_RDMA, FI_PROVIDER=efa,
@@ -187,7 +188,9 @@ def shm_size(facts: PoolFacts) -> str:
 @functools.lru_cache(maxsize=1)
 def exporter() -> dict:
     """The training-throughput exporter sidecar's data (image, port, script)."""
-    with EXPORTER_PATH.open() as f:
+    from components import k8s_names
+
+    with (Path(k8s_names.__file__).parent / EXPORTER_FILE).open() as f:
         return yaml.safe_load(f)
 
 
@@ -349,6 +352,17 @@ class JobRequest:
     """Claim name -> mount path, e.g. {"shared-efs": "/shared"}."""
     nccl_debug: str = "WARN"
     labels: Mapping[str, str] = field(default_factory=dict)
+    runtime: Optional[str] = None
+    """The deployed ClusterTrainingRuntime (stack output `trainingRuntimes[pool]`). Default:
+    `runtime_name(pool)`, the name the stack config gives it."""
+    service_account: Optional[str] = None
+    """The deployed training service account (stack output `trainingServiceAccount`), stated in
+    the job's runtime patch. Default: none, the runtime's own (TRAINING_SERVICE_ACCOUNT)."""
+
+
+def runtime_ref(req: JobRequest) -> str:
+    """The ClusterTrainingRuntime the TrainJob runs on."""
+    return req.runtime or runtime_name(req.pool)
 
 
 NAME_RE = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -388,7 +402,7 @@ def train_job(req: JobRequest) -> dict:
         env["NCCL_DEBUG"] = nccl_env(req.pool.efa, req.nccl_debug)["NCCL_DEBUG"]
     spec: dict[str, Any] = {
         "runtimeRef": {"apiGroup": TRAINER_GROUP, "kind": RUNTIME_KIND,
-                       "name": runtime_name(req.pool)},
+                       "name": runtime_ref(req)},
         "trainer": {
             "numNodes": req.nodes,
             "numProcPerNode": req.gpus_per_node,
@@ -402,15 +416,18 @@ def train_job(req: JobRequest) -> dict:
             "resourcesPerNode": node_resources(req.pool, req.gpus_per_node),
         },
     }
+    pod_patch: dict[str, Any] = {}
+    if req.service_account:
+        pod_patch["serviceAccountName"] = req.service_account
     if volumes:
+        pod_patch["volumes"] = volumes
+        pod_patch["containers"] = [{"name": NODE_JOB, "volumeMounts": mounts}]
+    if pod_patch:
         spec["runtimePatches"] = [{
             "manager": PATCH_MANAGER,
             "trainingRuntimeSpec": {"template": {"spec": {"replicatedJobs": [{
                 "name": NODE_JOB,
-                "template": {"spec": {"template": {"spec": {
-                    "volumes": volumes,
-                    "containers": [{"name": NODE_JOB, "volumeMounts": mounts}],
-                }}}},
+                "template": {"spec": {"template": {"spec": pod_patch}}},
             }]}}},
         }]
     labels = {WORKLOAD_LABEL: req.workload.name, POOL_LABEL: req.pool.name, **req.labels}

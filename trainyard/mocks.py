@@ -11,15 +11,21 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Optional
 
 import pulumi
 
 from components.catalog import Catalog, load_catalog
 
 ACCOUNT_ID = "123456789012"
+"""The account every mock ARN, ECR URL and owner id carries."""
 SECRET_SIG = "4dabf18193072939515e22adb298388d"
+AUTONAME_HEX = 7
+"""Pulumi auto-naming appends '-' and 7 hex characters; the mocks derive them from a hash."""
+BUCKET_PREFIX_HEX = 20
+"""The mocks complete a `bucketPrefix` with 20 hex characters; S3 itself appends 26 digits."""
 
 
 def _h(*parts: str, n: int = 17) -> str:
@@ -50,7 +56,7 @@ class TrainyardMocks(pulumi.runtime.Mocks):
     @staticmethod
     def physical_name(name: str, typ: str, max_len: int = 63) -> str:
         """Pulumi auto-naming: logical name + '-' + 7 hex characters."""
-        return f"{name[: max_len - 8]}-{_h(typ, name, n=7)}"
+        return f"{name[: max_len - 1 - AUTONAME_HEX]}-{_h(typ, name, n=AUTONAME_HEX)}"
 
     # -- resources -------------------------------------------------------------------------
     def new_resource(self, args: pulumi.runtime.MockResourceArgs):
@@ -73,6 +79,40 @@ class TrainyardMocks(pulumi.runtime.Mocks):
                 f"the offline mocks have no answer for invoke {args.token!r}; add one to "
                 "trainyard/mocks.py")
         return fn(self, dict(args.args))
+
+
+# ----------------------------------------------------------------------------------------------
+# Recognising what the mocks made up (so nothing real is ever built on a placeholder)
+# ----------------------------------------------------------------------------------------------
+_BUCKET_PREFIX_FILL = re.compile(rf"^.*-[0-9a-f]{{{BUCKET_PREFIX_HEX}}}$")
+_AUTONAME = re.compile(rf"^(?P<name>.+)-(?P<suffix>[0-9a-f]{{{AUTONAME_HEX}}})$")
+
+
+def placeholder_reason(value: Any) -> Optional[str]:
+    """Why `value` is a value these mocks generate (None when it is not one), judged by how
+    they generate it:
+
+    - every mock ARN, ECR URL and owner id carries the account ACCOUNT_ID;
+    - a bucket named from a `bucketPrefix` (which ends in '-') gets 20 hex characters where S3
+      appends 26 digits, so a real name never has '-' right before its last 20 characters;
+    - an auto-named resource gets '-' and the first 7 hex characters of a hash of its type and
+      logical name; a real auto-name has random ones (1 chance in 16^7 to coincide).
+    """
+    if not isinstance(value, str) or not value:
+        return None
+    if ACCOUNT_ID in value:
+        return f"it carries the offline mocks' account id {ACCOUNT_ID}"
+    if _BUCKET_PREFIX_FILL.match(value):
+        return (f"it ends in the {BUCKET_PREFIX_HEX} hex characters the offline mocks append to "
+                "a bucketPrefix (S3 appends 26 digits)")
+    m = _AUTONAME.match(value)
+    if m:
+        name, suffix = m.group("name"), m.group("suffix")
+        for typ in (*_HANDLERS, "aws:s3/bucketV2:BucketV2"):
+            if _h(typ, name, n=AUTONAME_HEX) == suffix:
+                return (f"it is the offline mocks' auto-name for {name!r} (a hash, where Pulumi "
+                        "appends random characters)")
+    return None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -254,8 +294,8 @@ def _pod_identity(m, name, typ, inputs):
 @handles("aws:s3/bucket:Bucket")
 def _s3_bucket(m, name, typ, inputs):
     bucket = inputs.get("bucket") or (
-        f"{inputs['bucketPrefix']}{_h(typ, name, n=20)}" if inputs.get("bucketPrefix")
-        else m.physical_name(name, typ))
+        f"{inputs['bucketPrefix']}{_h(typ, name, n=BUCKET_PREFIX_HEX)}"
+        if inputs.get("bucketPrefix") else m.physical_name(name, typ))
     return bucket, {"bucket": bucket, "arn": f"arn:{m.partition}:s3:::{bucket}",
                     "bucketDomainName": f"{bucket}.s3.amazonaws.com",
                     "bucketRegionalDomainName": f"{bucket}.s3.{m.region}.amazonaws.com",

@@ -8,9 +8,10 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 from components.k8s_names import POOL_LABEL
-from trainyard.errors import UsageError
+from trainyard import outfile
 from trainyard.synth import dump_plan, stack_name_from_file, synthesize
 
 
@@ -47,24 +48,21 @@ def stack_of(args) -> tuple[str, Path | None]:
 
 
 def run(args) -> int:
+    from trainyard.synth import load_config
+
     stack, stack_file = stack_of(args)
-    to_file = args.json is not None and str(args.json) != "-"
-    if to_file and not args.json.resolve().parent.is_dir():  # fail before synthesizing
-        raise UsageError(f"{args.json}: cannot write: no directory {args.json.parent}")
+    outfile.check_writable(args.json)  # fail before synthesizing
     started = time.perf_counter()
     plan = synthesize(stack, stack_file)
     elapsed = time.perf_counter() - started
     if args.json is not None:
         text = dump_plan(plan)
-        if not to_file:
+        if str(args.json) == outfile.STDOUT:
             sys.stdout.write(text)
         else:
-            try:
-                args.json.write_text(text)
-            except OSError as e:
-                raise UsageError(f"{args.json}: cannot write: {e.strerror or e}") from None
-    if not args.quiet and str(args.json) != "-":
-        print(summarize(plan, elapsed))
+            outfile.write(args.json, text)
+    if not args.quiet and str(args.json) != outfile.STDOUT:
+        print(summarize(plan, elapsed, load_config(stack, stack_file)))
         if args.json is not None:
             print(f"plan JSON written to {args.json}")
     return 0
@@ -88,9 +86,47 @@ def _component_of(plan: dict) -> dict[str, str]:
 
 NODE_GROUP = "aws:eks/nodeGroup:NodeGroup"
 LAUNCH_TEMPLATE = "aws:ec2/launchTemplate:LaunchTemplate"
+SUBNET = "aws:ec2/subnet:Subnet"
 EFA_INTERFACE_TYPES = ("efa", "efa-only")
 
 
+# ----------------------------------------------------------------------------------------------
+# Counting: one definition for `plan` and `check`
+# ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ResourceCount:
+    """What a plan holds. `resources` are the custom resources `pulumi up` creates (explicit
+    providers included, as the engine counts them); `components` are the ComponentResources
+    that group them (`trainyard:index:*`): they create nothing in AWS but policies see them too.
+    The stack resource itself is not in a plan."""
+
+    resources: int
+    providers: int
+    components: int
+
+    @property
+    def total(self) -> int:
+        """Every object in the plan: what `trainyard check` hands the policies."""
+        return self.resources + self.components
+
+    def __str__(self) -> str:
+        prov = f" ({self.providers} provider{'s' if self.providers != 1 else ''})" \
+            if self.providers else ""
+        return f"{self.resources} resources{prov} and {self.components} components"
+
+
+def count_resources(plan: dict) -> ResourceCount:
+    res = [r for r in plan.get("resources", []) if r.get("type") != "pulumi:pulumi:Stack"]
+    custom = [r for r in res if r.get("custom", True)]
+    return ResourceCount(
+        resources=len(custom),
+        providers=sum(1 for r in custom if str(r.get("type", "")).startswith("pulumi:providers:")),
+        components=len(res) - len(custom))
+
+
+# ----------------------------------------------------------------------------------------------
+# Node pools as planned
+# ----------------------------------------------------------------------------------------------
 def node_group_types(node_group: dict, launch_template: dict | None) -> list[str]:
     """Instance types of a node group; Capacity Block groups name theirs in the launch template."""
     types = (node_group.get("inputs") or {}).get("instanceTypes") or []
@@ -115,60 +151,128 @@ class PlannedPool:
     max_size: int
     efa_per_node: int
     """EFA interfaces (efa + efa-only) in the group's launch template."""
+    availability_zones: tuple[str, ...] = ()
+    """AZs of the group's subnets (`subnetIds` followed to the plan's subnets), sorted."""
 
 
 def planned_pools(plan: dict) -> list[PlannedPool]:
     """Every node group of a plan, sorted by logical name, with its launch template's facts."""
     custom = [r for r in plan["resources"] if r.get("custom", True)]
     lts = {r["id"]: r for r in custom if r["type"] == LAUNCH_TEMPLATE}
+    subnet_az = {r["id"]: (r.get("inputs") or {}).get("availabilityZone")
+                 for r in custom if r["type"] == SUBNET}
     out = []
     for ng in sorted((r for r in custom if r["type"] == NODE_GROUP), key=lambda r: r["name"]):
         i = ng.get("inputs") or {}
         sc = i.get("scalingConfig") or {}
         lt = lts.get((i.get("launchTemplate") or {}).get("id"))
         nics = ((lt or {}).get("inputs") or {}).get("networkInterfaces") or []
+        azs = sorted({subnet_az[s] for s in i.get("subnetIds") or [] if subnet_az.get(s)})
         out.append(PlannedPool(
             name=ng["name"], label=(i.get("labels") or {}).get(POOL_LABEL, ng["name"]),
             capacity_type=i.get("capacityType", "ON_DEMAND"),
             instance_types=tuple(node_group_types(ng, lt)),
             min_size=int(sc.get("minSize") or 0), desired_size=int(sc.get("desiredSize") or 0),
             max_size=int(sc.get("maxSize") or 0),
-            efa_per_node=sum(1 for ni in nics if ni.get("interfaceType") in EFA_INTERFACE_TYPES)))
+            efa_per_node=sum(1 for ni in nics if ni.get("interfaceType") in EFA_INTERFACE_TYPES),
+            availability_zones=tuple(azs)))
     return out
 
 
-def summarize(plan: dict, elapsed: float | None = None) -> str:
+# ----------------------------------------------------------------------------------------------
+# Subnets: the IP budget components/netmath.py checks, shown
+# ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SubnetRow:
+    role: str
+    """`private` (nodes and pods) or `public` (NAT gateways and load balancers)."""
+    az: str
+    cidr: str
+    usable: int
+    """Addresses left after AWS's 5 per subnet."""
+    needed_at_max: Optional[int]
+    """Private subnets: addresses every pool that may use the AZ needs at max size, plus the
+    system nodes, endpoints and service ENIs (netmath.ips_needed_in_az). None for public."""
+
+
+def subnet_rows(config) -> list[SubnetRow]:
+    """The stack's subnets (netmath.carve_subnets) with their IP budget."""
+    from components import netmath
+    from components.catalog import load_catalog
+
+    n = config.network
+    carved = netmath.carve_subnets(n.vpc_cidr, n.availability_zones, n.private_subnet_prefix,
+                                   n.public_subnet_prefix)
+    catalog = load_catalog()
+    rows = [SubnetRow("private", az, cidr, netmath.usable_addresses(cidr),
+                      netmath.ips_needed_in_az(az, config.gpu_pools, config.cluster.system_nodes,
+                                               n, catalog))
+            for az, cidr in carved.private.items()]
+    rows += [SubnetRow("public", az, cidr, netmath.usable_addresses(cidr), None)
+             for az, cidr in carved.public.items()]
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------
+# Human summary
+# ----------------------------------------------------------------------------------------------
+def summarize(plan: dict, elapsed: float | None = None, config=None) -> str:
+    """The human summary; `config` (the stack's StackConfig) adds the subnet table."""
     res = plan["resources"]
     custom = [r for r in res if r["custom"]]
     comp = _component_of(plan)
     per = Counter(comp[r["urn"]] for r in custom)
     lines = [f"trainyard plan: stack {plan['stack']!r} (offline, mock runtime: ids, ARNs and "
              "endpoints are placeholders)",
-             f"  {len(custom)} resources in {len([r for r in res if not r['custom']])} "
-             "components" + (f", synthesized in {elapsed:.2f}s" if elapsed is not None else "")]
+             f"  {count_resources(plan)}"
+             + (f", synthesized in {elapsed:.2f}s" if elapsed is not None else "")]
     lines.append("  resources per component:")
     for name, n in sorted(per.items()):
         lines.append(f"    {name:<22} {n:>4}")
 
     pools = planned_pools(plan)
-    if pools:
-        lines.append("  node pools:")
-        lines.append(f"    {'pool':<18} {'capacity':<15} {'instance types':<30} "
-                     f"{'min/des/max':<12} {'GPUs/node':>9} {'EFA/node':>8}")
-    gpus_max = efa_max = 0
     from components.catalog import load_catalog
 
     catalog = load_catalog()
-    for pool in pools:
-        types = pool.instance_types
-        gpus = catalog.get(types[0]).gpus if types and catalog.knows(types[0]) else 0
-        gpus_max += gpus * pool.max_size
-        efa_max += pool.efa_per_node * pool.max_size
-        lines.append(f"    {pool.label:<18} {pool.capacity_type:<15} {','.join(types):<30} "
-                     f"{pool.min_size}/{pool.desired_size}/{pool.max_size:<7} "
-                     f"{gpus:>9} {pool.efa_per_node:>8}")
     if pools:
+        rows = [("pool", "capacity", "AZ", "instance types", "min/des/max", "GPUs/node",
+                 "EFA/node")]
+        gpus_max = efa_max = 0
+        for pool in pools:
+            types = pool.instance_types
+            gpus = catalog.get(types[0]).gpus if types and catalog.knows(types[0]) else 0
+            gpus_max += gpus * pool.max_size
+            efa_max += pool.efa_per_node * pool.max_size
+            rows.append((pool.label, pool.capacity_type,
+                         ",".join(pool.availability_zones) or "?", ",".join(types),
+                         f"{pool.min_size}/{pool.desired_size}/{pool.max_size}", str(gpus),
+                         str(pool.efa_per_node)))
+        lines.append("  node pools:")
+        lines += _table(rows, right=(5, 6))
         lines.append(f"  at max size: {gpus_max} GPUs, {efa_max} EFA interfaces")
+
+    if config is not None:
+        rows = [("subnet", "AZ", "CIDR", "usable IPs", "IPs needed at max")]
+        short = []
+        for row in subnet_rows(config):
+            need = "-" if row.needed_at_max is None else f"{row.needed_at_max:,}"
+            rows.append((row.role, row.az, row.cidr, f"{row.usable:,}", need))
+            if row.needed_at_max is not None and row.needed_at_max > row.usable:
+                short.append(row)
+        lines.append("  subnets (IPs needed: every pool that may use the AZ at max size, system "
+                     "nodes, endpoints, service ENIs):")
+        lines += _table(rows, right=(3, 4))
+        for row in short:
+            lines.append(f"  WARNING: {row.az} needs {row.needed_at_max:,} addresses but its "
+                         f"private subnet has {row.usable:,}")
     if plan.get("outputs"):
         lines.append("  stack outputs: " + ", ".join(sorted(plan["outputs"])))
     return "\n".join(lines)
+
+
+def _table(rows: list[tuple[str, ...]], right: tuple[int, ...] = (), indent: str = "    ") \
+        -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return [indent + "  ".join(c.rjust(w) if i in right else c.ljust(w)
+                                for i, (c, w) in enumerate(zip(row, widths, strict=True))).rstrip()
+            for row in rows]

@@ -253,7 +253,12 @@ def _chunks(items: list, n: int) -> Iterable[list]:
 
 def add_parser(sub) -> None:
     p = sub.add_parser("preflight", help="check catalog, offerings, reservations and quotas "
-                                         "against the live EC2 API (needs AWS credentials)")
+                                         "against the live EC2 API (needs AWS credentials)",
+                       description="Before a deploy, compare the stack with the live AWS APIs "
+                                   "of its region: the instance catalog's facts, instance "
+                                   "offerings per AZ, capacity reservations, vCPU quotas, the "
+                                   "Kubernetes version and every add-on pin. Needs AWS "
+                                   "credentials; exit 1 when a check fails.")
     add_stack_args(p)
     p.add_argument("--profile", help="AWS profile to use")
     p.set_defaults(func=run)

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from trainyard import diff as D
-from trainyard import gitrefs
+from trainyard import gitrefs, outfile
 from trainyard.errors import UsageError
 
 SCHEMA = "trainyard.review/v1"
@@ -64,8 +64,9 @@ def add_parser(sub) -> None:
                         "branch changed), not BASE itself")
     p.add_argument("--no-reuse", action="store_true",
                    help="plan both refs even when no plan-relevant file differs")
-    p.add_argument("--jobs", type=int, default=min(4, max(2, os.cpu_count() or 2)),
-                   help="plans run in parallel (default: %(default)s)")
+    p.add_argument("--jobs", type=positive_int, metavar="N",
+                   default=min(4, max(2, os.cpu_count() or 2)),
+                   help="plans run in parallel, at least 1 (default: %(default)s)")
     p.add_argument("--repo", type=Path, metavar="DIR", help=argparse.SUPPRESS)
     p.set_defaults(func=run)
 
@@ -426,10 +427,10 @@ def _head_catalog(tree: Tree):
 
 
 def review(args) -> Review:
-    from trainyard.synth import ROOT
+    from trainyard.project import project_root
 
     started = time.perf_counter()
-    repo = gitrefs.open_repo((args.repo or ROOT).resolve())
+    repo = gitrefs.open_repo((args.repo or project_root()).resolve())
     gitrefs.ensure_full_history(repo)
     base_sha = gitrefs.resolve(repo, args.base)
     dirty = False
@@ -511,17 +512,28 @@ def _stacks(requested: Optional[str], base: Tree, head: Tree) -> list[str]:
     return sorted(known, key=lambda s: (_ORDER.get(s, 3), s))
 
 
+def positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1 (argparse turns the ValueError into `error: ...`)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") \
+            from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def run(args) -> int:
+    for path in (args.output, args.json):  # before planning anything
+        outfile.check_writable(path)
     result = review(args)
     as_json = json.dumps(result.to_json(), indent=2, sort_keys=False) + "\n"
     text = as_json if args.format == "json" else render_markdown(result)
     for path, content in ((args.json, as_json), (args.output, text)):
         if path is None:
             continue
-        try:
-            path.write_text(content)
-        except OSError as e:
-            raise UsageError(f"{path}: cannot write: {e}") from None
+        outfile.write(path, content)
     if args.output is None:
         sys.stdout.write(text)
     print(f"trainyard review: {len(result.stacks)} stack(s) in {result.elapsed_s:.1f} s",

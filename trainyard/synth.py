@@ -18,11 +18,14 @@ import yaml
 
 from components import config as stack_config
 from trainyard.errors import UsageError
+from trainyard.project import PROJECT_NAME as PROJECT
+from trainyard.project import project_root
 
-ROOT = Path(__file__).resolve().parent.parent
-PROJECT = "trainyard"
 SECRET = "[secret]"
 STACK_TYPE = "pulumi:pulumi:Stack"
+MAX_STACK_FILE_BYTES = 1024 * 1024
+"""A stack file is a page of config (the committed ones are ~3 KB); anything near this size is
+the wrong file, and parsing it would take seconds to minutes before saying so."""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -31,11 +34,18 @@ STACK_TYPE = "pulumi:pulumi:Stack"
 def stack_path(stack: str, stack_file: Optional[Path] = None) -> Path:
     if stack_file is not None:
         return Path(stack_file)
-    return ROOT / "stacks" / f"Pulumi.{stack}.yaml"
+    return project_root() / "stacks" / f"Pulumi.{stack}.yaml"
 
 
 def known_stacks() -> list[str]:
-    return sorted(p.name[len("Pulumi."):-len(".yaml")] for p in (ROOT / "stacks").glob("Pulumi.*.yaml"))
+    return sorted(p.name[len("Pulumi."):-len(".yaml")]
+                  for p in (project_root() / "stacks").glob("Pulumi.*.yaml"))
+
+
+def __getattr__(name: str) -> Any:
+    if name == "ROOT":  # the project root, found from the working directory (trainyard/project.py)
+        return project_root()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def stack_name_from_file(path: Path) -> str:
@@ -45,15 +55,49 @@ def stack_name_from_file(path: Path) -> str:
     return Path(path).stem
 
 
+class _StackFileLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (plain YAML keeps the last one
+    silently, so the first setting would be ignored without a word)."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            first: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue  # keys merged in with `<<` may be overridden: that is the point
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    if key in first:
+                        raise _DuplicateKey(key, first[key], key_node.start_mark)
+                    first[key] = key_node.start_mark.line + 1
+                except TypeError:  # an unhashable key: SafeLoader reports it below
+                    continue
+        return super().construct_mapping(node, deep=deep)
+
+
+class _DuplicateKey(yaml.YAMLError):
+    def __init__(self, key: Any, first_line: int, mark):
+        self.problem = (f"duplicate key {key!r} (first set on line {first_line}; YAML would "
+                        "silently keep only the last)")
+        self.problem_mark = mark
+        super().__init__(self.problem)
+
+
 def read_stack_file(path: Path, stack: str) -> dict[str, Any]:
-    """The stack file's `config:` mapping. UsageError for a missing or malformed file."""
+    """The stack file's `config:` mapping. UsageError for a missing, oversized or malformed file
+    (a key given twice counts as malformed)."""
     if not path.is_file():
-        if path.parent == ROOT / "stacks":
-            raise UsageError(f"unknown stack {stack!r}: no {path.relative_to(ROOT)} "
+        root = project_root()
+        if path.parent == root / "stacks":
+            raise UsageError(f"unknown stack {stack!r}: no {path.relative_to(root)} "
                              f"(known stacks: {', '.join(known_stacks())})")
         raise UsageError(f"{path}: no such stack file")
     try:
-        doc = yaml.safe_load(path.read_text())
+        size = path.stat().st_size
+        if size > MAX_STACK_FILE_BYTES:  # refuse before reading: parsing 50 MB takes ~30 s
+            raise UsageError(f"{path}: {_size(size)} is too large for a stack file (the limit "
+                             f"is {_size(MAX_STACK_FILE_BYTES)}); is this the right file?")
+        doc = yaml.load(path.read_text(), Loader=_StackFileLoader)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -64,6 +108,10 @@ def read_stack_file(path: Path, stack: str) -> dict[str, Any]:
     if not isinstance(doc, dict) or not isinstance(doc.get("config"), dict):
         raise UsageError(f"{path}: expected a top-level `config:` mapping")
     return doc["config"]
+
+
+def _size(n: int) -> str:
+    return f"{n / 1024 / 1024:.1f} MiB" if n >= 1024 * 1024 else f"{n / 1024:.0f} KiB"
 
 
 def _iso(value: Any) -> str:
@@ -178,6 +226,7 @@ def _run_program(stack: str, region: str, values: dict[str, str], secret_keys: l
 
     from trainyard.mocks import TrainyardMocks
 
+    program_path = project_root() / "__main__.py"
     _skip_source_positions()
     mocks = TrainyardMocks(region)
     monitor = _recording_monitor(mocks)
@@ -190,7 +239,7 @@ def _run_program(stack: str, region: str, values: dict[str, str], secret_keys: l
     exported: dict[str, Any] = {}
 
     def program():
-        runpy.run_path(str(ROOT / "__main__.py"), run_name="__pulumi_program__")
+        runpy.run_path(str(program_path), run_name="__pulumi_program__")
         root = settings.get_root_resource()
         outputs = pulumi.Output.from_input(dict(root.outputs))  # type: ignore[union-attr]
 

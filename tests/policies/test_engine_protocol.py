@@ -12,7 +12,7 @@ from pulumi_policy import EnforcementLevel
 from pulumi_policy.policy import _PolicyAnalyzerServicer
 
 from policies import POLICIES
-from trainyard.check import CONFIG_DIR
+from trainyard.check import CONFIG_DIR, overlay
 
 LEVEL = {"advisory": pb.ADVISORY, "mandatory": pb.MANDATORY, "remediate": pb.REMEDIATE,
          "disabled": pb.DISABLED}
@@ -59,7 +59,7 @@ def _resource_requests(plan):
 def _stack_request(plan):
     out = []
     for r in plan["resources"]:
-        state = {**r["outputs"], **r["inputs"], "id": r["id"] or ""}
+        state = {**overlay(r["outputs"], r["inputs"]), "id": r["id"] or ""}
         out.append(pb.AnalyzerResource(type=r["type"], urn=r["urn"], name=r["name"],
                                        properties=_struct(state), parent=r["parent"] or "",
                                        dependencies=r.get("dependencies") or []))

@@ -346,3 +346,85 @@ def test_capacity_block_roll_says_scale_to_zero_first(plan_for):
                        diff=D.diff_stack(base, head))
     R._flag(sr)
     assert not [w for w in sr.warnings if "Capacity Block" in w]
+
+
+# ----------------------------------------------------------------------------------------------
+# `new-vpc`: EKS cannot move a cluster to another VPC
+# ----------------------------------------------------------------------------------------------
+SG = "aws:ec2/securityGroup:SecurityGroup"
+VPC_ID = "vpc-0123456789abcdef0"
+
+
+def _cluster_plan(vpc_cidr="10.30.0.0/16", subnet_cidrs=("10.30.0.0/18", "10.30.64.0/18"),
+                  sg_description="cluster extra"):
+    vpc = res(VPC, "vpc", {"cidrBlock": vpc_cidr}, rid=VPC_ID)
+    subnets = [res(SUBNET, f"private-{az}", {"vpcId": VPC_ID, "cidrBlock": cidr,
+                                            "availabilityZone": f"us-east-1{az}"},
+                   rid=f"subnet-{az}123456789abcdef")
+               for az, cidr in zip("ab", subnet_cidrs, strict=True)]
+    sg = res(SG, "extra", {"vpcId": VPC_ID, "description": sg_description},
+             rid="sg-0123456789abcdef0")
+    cluster = res(EKS, "eks", {"name": "trainyard-prod", "vpcConfig": {
+        "subnetIds": [s["id"] for s in subnets], "securityGroupIds": [sg["id"]],
+        "endpointPrivateAccess": True}}, rid="trainyard-prod")
+    group = res(D.NODE_GROUP, "system", {"clusterName": "trainyard-prod",
+                                         "subnetIds": [s["id"] for s in subnets]})
+    return plan(vpc, *subnets, sg, cluster, group)
+
+
+def test_a_new_vpc_replaces_the_cluster_on_it():
+    """A VPC CIDR change replaces the VPC, hence its subnets and security groups, so the cluster
+    would have to move to another VPC: a replacement, not the in-place subnet update."""
+    head = _cluster_plan("10.40.0.0/16", ("10.40.0.0/18", "10.40.64.0/18"))
+    got = by_name(D.diff_stack(_cluster_plan(), head))
+    eks = got["eks"]
+    assert eks.action == D.REPLACE and eks.data_loss_risk
+    assert set(eks.replace_paths) == {"vpcConfig.subnetIds[0]", "vpcConfig.subnetIds[1]",
+                                      "vpcConfig.securityGroupIds[0]"}
+    assert "`vpcConfig.subnetIds[0]` references private-a, which is replaced into a new VPC" \
+        in eks.reasons
+    assert not any("is updated to the new id" in r for r in eks.reasons)
+    assert got["system"].action == D.REPLACE  # its subnets moved, and so did its cluster
+    assert "`clusterName` references eks, which is replaced into a new VPC" in \
+        got["system"].reasons
+
+
+def test_new_subnets_in_the_same_vpc_update_the_cluster_in_place():
+    head = _cluster_plan(subnet_cidrs=("10.30.128.0/18", "10.30.192.0/18"))
+    got = by_name(D.diff_stack(_cluster_plan(), head))
+    assert got["private-a"].action == D.REPLACE and "vpc" not in got
+    assert got["eks"].action == D.UPDATE  # vpcConfig.subnetIds is updatable within the VPC
+    assert "`vpcConfig.subnetIds[0]` is updated to the new id of private-a (replaced)" in \
+        got["eks"].reasons
+
+
+def test_a_replaced_security_group_in_the_same_vpc_updates_the_cluster():
+    got = by_name(D.diff_stack(_cluster_plan(), _cluster_plan(sg_description="other")))
+    assert got["extra"].action == D.REPLACE
+    assert got["eks"].action == D.UPDATE
+
+
+def test_new_vpc_is_a_rule_in_the_table_not_a_special_case():
+    assert ("vpcConfig.subnetIds", D.NEW_VPC) in D.rules_for(EKS, D.REPLACE_ON)
+    assert ("vpcConfig.securityGroupIds", D.NEW_VPC) in D.rules_for(EKS, D.REPLACE_ON)
+    change = D.Change("vpcConfig.subnetIds[1]", "subnet-a", "subnet-b", "changed")
+    assert not D.replacing(EKS, change)
+    assert D.replacing(EKS, change, new_vpc=True)
+    assert not D.replacing(EKS, D.Change("vpcConfig.endpointPublicAccess", True, False,
+                                         "changed"), new_vpc=True)
+
+
+def test_prod_vpc_cidr_change_replaces_the_cluster(plan_for, tmp_path):
+    from trainyard.synth import stack_path, synthesize
+
+    text = stack_path("prod").read_text()
+    assert "vpcCidr: 10.30.0.0/16" in text, "prod's VPC CIDR moved; update the test"
+    edited = tmp_path / "Pulumi.prod.yaml"
+    edited.write_text(text.replace("vpcCidr: 10.30.0.0/16", "vpcCidr: 10.40.0.0/16"))
+    got = D.diff_stack(plan_for("prod"), synthesize("prod", edited))
+    by_type: dict[str, set[str]] = {}
+    for r in got.resources:
+        by_type.setdefault(r.type, set()).add(r.action)
+    assert by_type[EKS] == {D.REPLACE}
+    assert by_type[D.NODE_GROUP] == {D.REPLACE}
+    assert by_type[VPC] == {D.REPLACE} and by_type[SUBNET] == {D.REPLACE}

@@ -1,9 +1,13 @@
-"""`trainyard job render`: TrainJobs from workload config + pool facts + stack outputs, validated
-against kubeflow-trainer-api; bad input is one line naming the value, exit 2."""
+"""`trainyard job render`: TrainJobs from workload config + pool facts + the deployed stack's
+outputs (`pulumi stack output --json`), validated against kubeflow-trainer-api; a job that would
+point at a placeholder of the offline plan is refused; bad input is one line naming the value,
+exit 2."""
 
 from __future__ import annotations
 
+import io
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -11,16 +15,38 @@ import yaml
 from trainyard import jobspec
 from trainyard.cli import main
 
-PROD_OUTPUTS = {"checkpointsBucket": "trainyard-prod-checkpoints-abc", "checkpointPrefix":
-                "checkpoints/", "sharedClaimName": "shared-efs"}
+# What S3 names a bucket created from a bucketPrefix: the prefix and 26 digits.
+DEPLOYED_BUCKET = "trainyard-prod-checkpoints-20261127093015123400000001"
+
+
+def deployed_outputs(stack: str, **overrides) -> dict:
+    """The outputs `pulumi stack output --json` prints for `stack` once deployed (the keys job
+    render reads; real-looking values, no placeholders)."""
+    from trainyard.synth import load_config
+
+    cfg = load_config(stack)
+    out = {"checkpointsBucket": DEPLOYED_BUCKET.replace("prod", stack),
+           "checkpointPrefix": "checkpoints/", "trainingServiceAccount": "trainer",
+           "trainingRuntimes": {p.name: jobspec.runtime_name(jobspec.pool_facts(p))
+                                for p in cfg.gpu_pools},
+           "clusterName": f"trainyard-{stack}", "grafanaAdminPassword": "[secret]",
+           "storageKeyArn": "arn:aws:kms:us-east-1:210987654321:key/0b5c6a1e-4d2f-4a8e-9c1b"}
+    if cfg.storage.efs.enabled:
+        out["sharedClaimName"] = "shared-efs"
+    if cfg.storage.fsx.enabled:
+        out["fsxClaimName"] = "fsx-lustre"
+    out.update(overrides)
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def write_outputs(path, stack: str = "prod", **overrides):
+    path.write_text(json.dumps(deployed_outputs(stack, **overrides), indent=2))
+    return path
 
 
 @pytest.fixture()
-def prod_plan(tmp_path):
-    path = tmp_path / "prod.json"
-    path.write_text(json.dumps({"project": "trainyard", "stack": "prod", "resources": [],
-                                "outputs": PROD_OUTPUTS}))
-    return path
+def prod_outputs(tmp_path):
+    return write_outputs(tmp_path / "outputs.json")
 
 
 def render(capsys, *argv):
@@ -44,9 +70,9 @@ def node_patch(job):
 # A p4d pool (EFA)
 # ----------------------------------------------------------------------------------------------
 def test_p4d_job_requests_8_gpus_4_efa_and_huge_pages_and_mounts_the_checkpoints(capsys,
-                                                                                  prod_plan):
+                                                                                  prod_outputs):
     code, out, err = render(capsys, "llm", "--stack", "prod", "--pool", "a100", "--nodes", "2",
-                            "--team", "research", "--plan", str(prod_plan))
+                            "--team", "research", "--outputs", str(prod_outputs))
     assert code == 0, err
     job = yaml.safe_load(out)
     jobspec.validate_train_job(job)
@@ -63,7 +89,7 @@ def test_p4d_job_requests_8_gpus_4_efa_and_huge_pages_and_mounts_the_checkpoints
     assert {k: t["resourcesPerNode"]["requests"][k] for k in per_node} == per_node
     assert t["command"] == ["torchrun", "--nproc-per-node", "8", "-m", "workloads.llm.train"]
     args = dict(zip(t["args"][::2], t["args"][1::2], strict=True))
-    checkpoint = "s3://trainyard-prod-checkpoints-abc/checkpoints/research/llm-a100-2n/"
+    checkpoint = f"s3://{DEPLOYED_BUCKET}/checkpoints/research/llm-a100-2n/"
     assert args["--checkpoint-dir"] == checkpoint
     assert args["--metrics-file"] == jobspec.metrics_file_path()
     assert {"--preset", "--max-steps", "--checkpoint-every", "--seed"} <= set(args)
@@ -76,31 +102,121 @@ def test_p4d_job_requests_8_gpus_4_efa_and_huge_pages_and_mounts_the_checkpoints
     assert {m["mountPath"] for m in container["volumeMounts"]} == {"/shared", "/fsx"}
 
 
-def test_checkpoint_location_comes_from_the_synthesized_stack(capsys, monkeypatch, plan_for):
-    import trainyard.synth
-
-    calls = []
-
-    def fake_synthesize(stack, stack_file=None):
-        calls.append(stack)
-        return plan_for(stack)  # the session's cached offline plan: same function, once
-
-    monkeypatch.setattr(trainyard.synth, "synthesize", fake_synthesize)
-    code, out, err = render(capsys, "llm", "--stack", "prod", "--pool", "h100", "--nodes", "4",
-                            "--team", "research", "--name", "run-7")
+def test_p4d_job_states_the_deployed_service_account(capsys, tmp_path):
+    path = write_outputs(tmp_path / "o.json", trainingServiceAccount="trainer-v2")
+    code, out, err = render(capsys, "llm", "--stack", "prod", "--pool", "a100", "--nodes", "1",
+                            "--team", "research", "--outputs", str(path))
     assert code == 0, err
-    outputs = plan_for("prod")["outputs"]
+    assert node_patch(yaml.safe_load(out))["serviceAccountName"] == "trainer-v2"
+
+
+def test_outputs_from_stdin_give_the_checkpoint_location(capsys, monkeypatch):
+    outputs = deployed_outputs("prod", checkpointPrefix="ckpt/")
+    monkeypatch.setattr("sys.stdin", io.StringIO(json.dumps(outputs)))
+    code, out, err = render(capsys, "llm", "--stack", "prod", "--pool", "h100", "--nodes", "4",
+                            "--team", "research", "--name", "run-7", "--outputs", "-")
+    assert code == 0, err
     args = trainer(yaml.safe_load(out))["args"]
     assert args[args.index("--checkpoint-dir") + 1] == \
-        f"s3://{outputs['checkpointsBucket']}/{outputs['checkpointPrefix']}research/run-7/"
-    assert calls == ["prod"]
+        f"s3://{DEPLOYED_BUCKET}/ckpt/research/run-7/"
     assert trainer(yaml.safe_load(out))["resourcesPerNode"]["limits"][
         "vpc.amazonaws.com/efa"] == "32"
 
 
-def test_json_output_and_workload_flags(capsys, prod_plan):
+HINT = ("run `pulumi stack output --json > outputs.json` and pass --outputs outputs.json, or "
+        "give --checkpoint-dir")
+
+
+def test_without_outputs_the_job_is_refused_before_anything_is_synthesized(capsys, monkeypatch):
+    import trainyard.synth
+
+    def no_synthesis(*a, **k):
+        raise AssertionError("job render must not synthesize: the plan's bucket is a placeholder")
+
+    monkeypatch.setattr(trainyard.synth, "synthesize", no_synthesis)
+    code, out, err = render(capsys, "llm", "--stack", "prod", "--pool", "a100", "--nodes", "2",
+                            "--team", "research")
+    assert code == 2 and out == ""
+    assert err == ("error: --checkpoint-dir defaults to the deployed stack's checkpoints "
+                   f"bucket, which the offline plan only has a placeholder for; {HINT}\n")
+
+
+def test_the_offline_plans_outputs_are_recognised_as_placeholders(capsys, tmp_path, plan_for):
+    """Every mock-made bucket name is refused: prod names its buckets from a bucketPrefix, dev
+    and staging may let Pulumi auto-name them; both come out of trainyard/mocks.py."""
+    for stack, pool in (("prod", "a100"), ("dev", "dev-spot")):
+        mock = plan_for(stack)["outputs"]
+        path = tmp_path / f"{stack}.json"
+        path.write_text(json.dumps(mock))  # as if `pulumi stack output` printed the mock plan
+        code, out, err = render(capsys, "llm", "--stack", stack, "--pool", pool, "--nodes", "1",
+                                "--team", "research", "--outputs", str(path))
+        assert code == 2 and out == "", stack
+        assert err.startswith(f"error: --outputs {path}: checkpointsBucket "
+                              f"'{mock['checkpointsBucket']}' is a placeholder from the offline "
+                              "plan ("), err
+        assert err.endswith(f"; {HINT}\n") and err.count("\n") == 1
+
+
+def test_a_plan_file_is_not_stack_outputs(capsys, tmp_path, plan_for):
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps(plan_for("dev")))
+    code, out, err = render(capsys, "llm", "--stack", "dev", "--pool", "dev-spot", "--nodes",
+                            "1", "--outputs", str(path))
+    assert code == 2
+    assert err == (f"error: --outputs {path}: this is an offline plan (`trainyard plan --json`), "
+                   f"whose values are placeholders; {HINT}\n")
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"checkpointsBucket": "[secret]"}, "checkpointsBucket is a secret ([secret]); the job "
+                                        "cannot use it"),
+    ({"checkpointsBucket": "trainyard-prod-checkpoints-3e2133cc82cf270e78fb"},
+     "checkpointsBucket 'trainyard-prod-checkpoints-3e2133cc82cf270e78fb' is a placeholder"),
+    ({"trainingRuntimes": None}, "no `trainingRuntimes` output"),
+    ({"checkpointsBucket": None}, "no `checkpointsBucket` output; pass --checkpoint-dir"),
+])
+def test_unusable_outputs_are_refused(capsys, tmp_path, overrides, message):
+    path = write_outputs(tmp_path / "o.json", **overrides)
     code, out, err = render(capsys, "llm", "--stack", "prod", "--pool", "a100", "--nodes", "1",
-                            "--team", "applied", "--plan", str(prod_plan), "-o", "json",
+                            "--team", "research", "--outputs", str(path))
+    assert code == 2 and out == ""
+    assert err.startswith(f"error: --outputs {path}: {message}"), err
+    assert err.count("\n") == 1
+
+
+def test_a_pool_not_yet_deployed_or_changed_since_is_refused(capsys, tmp_path):
+    runtimes = deployed_outputs("prod")["trainingRuntimes"]
+    del runtimes["h100"]
+    path = write_outputs(tmp_path / "o.json", trainingRuntimes=runtimes)
+    code, out, err = render(capsys, "llm", "--stack", "prod", "--pool", "h100", "--nodes", "1",
+                            "--team", "research", "--outputs", str(path))
+    assert code == 2
+    assert err == ("error: --pool h100: the deployed stack has no runtime for it "
+                   "(trainingRuntimes: a100, eval-spot, g-spot); deploy the stack config first "
+                   "(`pulumi up`)\n")
+    path = write_outputs(tmp_path / "o.json", trainingRuntimes={**runtimes, "h100": "torch-h100"})
+    code, out, err = render(capsys, "llm", "--stack", "prod", "--pool", "h100", "--nodes", "1",
+                            "--team", "research", "--outputs", str(path))
+    assert code == 2
+    assert err == ("error: --pool h100: the deployed runtime is 'torch-h100' but the stack config "
+                   "gives 'torch-efa-h100': the config changed since the last deploy; deploy it "
+                   "first (`pulumi up`)\n")
+
+
+@pytest.mark.parametrize("image, problem", [
+    ("registry/trainyard-train:latest", "uses the moving tag :latest; pin a version tag or digest"),
+    ("registry/trainyard-train", "needs a version tag or digest"),
+])
+def test_image_must_be_pinned_like_the_stack_config(capsys, image, problem):
+    code, out, err = render(capsys, "llm", *BASE, "--pool", "a100", "--nodes", "1",
+                            "--image", image)
+    assert code == 2 and out == ""
+    assert err.startswith(f"error: --image {image}: {problem}"), err
+
+
+def test_json_output_and_workload_flags(capsys, prod_outputs):
+    code, out, err = render(capsys, "llm", "--stack", "prod", "--pool", "a100", "--nodes", "1",
+                            "--team", "applied", "--outputs", str(prod_outputs), "-o", "json",
                             "--preset", "1b", "--max-steps", "5000", "--seed", "3",
                             "--nccl-debug", "INFO", "--image", "123.dkr.ecr/train:v1")
     assert code == 0, err
@@ -197,20 +313,20 @@ def test_team_quota_below_one_node_of_the_pool_is_refused(capsys, tmp_path):
                    "quota of 4\n")
 
 
-def test_missing_checkpoint_output_asks_for_a_checkpoint_dir(capsys, tmp_path):
-    plan = tmp_path / "p.json"
-    plan.write_text(json.dumps({"stack": "prod", "outputs": {}}))
-    code, out, err = render(capsys, "llm", *BASE[:4], "--pool", "a100", "--nodes", "1",
-                            "--plan", str(plan))
-    assert code == 2
-    assert err == "error: the stack has no `checkpointsBucket` output; pass --checkpoint-dir\n"
-
-
-def test_plan_of_another_stack_is_refused(capsys, prod_plan):
+def test_outputs_of_another_stack_are_refused(capsys, prod_outputs):
     code, out, err = render(capsys, "llm", "--stack", "dev", "--pool", "dev-spot", "--nodes",
-                            "1", "--plan", str(prod_plan))
+                            "1", "--outputs", str(prod_outputs))
     assert code == 2
-    assert err == f"error: --plan {prod_plan}: a plan of stack 'prod', not 'dev'\n"
+    assert err == ("error: --pool dev-spot: the deployed stack has no runtime for it "
+                   "(trainingRuntimes: a100, eval-spot, g-spot, h100); deploy the stack config "
+                   "first (`pulumi up`)\n")
+
+
+def test_missing_outputs_file_says_how_to_make_one(capsys, tmp_path):
+    code, out, err = render(capsys, "llm", *BASE[:4], "--pool", "a100", "--nodes", "1",
+                            "--outputs", str(tmp_path / "nope.json"))
+    assert code == 2
+    assert err == f"error: --outputs {tmp_path / 'nope.json'}: no such file; {HINT}\n"
 
 
 def test_submit_without_a_kubeconfig_is_a_clear_error(capsys, tmp_path, monkeypatch):
@@ -242,28 +358,29 @@ def test_submit_creates_the_trainjob_through_the_custom_objects_api(capsys, monk
     assert "submitted TrainJob research/llm-a100-1n" in err
 
 
-def test_rendered_args_are_accepted_by_the_workloads_own_parser(capsys, prod_plan):
+def test_rendered_args_are_accepted_by_the_workloads_own_parser(capsys, prod_outputs):
     from workloads.llm.config import TrainConfig
     from workloads.llm.train import build_parser
 
     code, out, err = render(capsys, "llm", "--stack", "prod", "--pool", "a100", "--nodes", "2",
-                            "--team", "research", "--plan", str(prod_plan), "--preset", "350m",
+                            "--team", "research", "--outputs", str(prod_outputs), "--preset", "350m",
                             "--data", "s3://datasets/stdlib")
     assert code == 0, err
     t = trainer(yaml.safe_load(out))
     assert t["command"][-2:] == ["-m", "workloads.llm.train"]
     cfg = TrainConfig(**vars(build_parser().parse_args(t["args"])))  # validates values too
     assert cfg.preset == "350m" and cfg.data == "s3://datasets/stdlib"
-    assert cfg.checkpoint_dir.startswith("s3://trainyard-prod-checkpoints-abc/")
+    assert cfg.checkpoint_dir.startswith(f"s3://{DEPLOYED_BUCKET}/")
     assert cfg.metrics_file == jobspec.metrics_file_path()
 
 
-def test_vision_job_runs_the_vision_entry_point_with_its_own_defaults_and_presets(capsys):
+def test_vision_job_runs_the_vision_entry_point_with_its_own_defaults_and_presets(capsys,
+                                                                                 prod_outputs):
     from workloads.vision.config import TrainConfig
     from workloads.vision.train import build_parser
 
     code, out, err = render(capsys, "vision", "--stack", "prod", "--pool", "eval-spot",
-                            "--nodes", "1", "--team", "research")
+                            "--nodes", "1", "--team", "research", "--outputs", str(prod_outputs))
     assert code == 0, err
     job = yaml.safe_load(out)
     jobspec.validate_train_job(job)
@@ -287,3 +404,63 @@ def test_vision_job_runs_the_vision_entry_point_with_its_own_defaults_and_preset
                             "--preset", "125m")
     assert code == 2 and out == ""
     assert err == "error: --preset 125m: unknown preset (known: tiny, resnet18, resnet50)\n"
+
+
+# ----------------------------------------------------------------------------------------------
+# Every `trainyard job render` example in the README and docs/ runs as written
+# ----------------------------------------------------------------------------------------------
+def doc_examples() -> list[tuple[str, str]]:
+    """(where, command line) for every `trainyard job render` line of README.md and docs/*.md,
+    continuation lines joined; prompts, redirections and comments are the reader's, not ours."""
+    import re
+    import shlex
+
+    root = Path(__file__).resolve().parents[2]
+    found = []
+    for path in [root / "README.md", *sorted((root / "docs").glob("*.md"))]:
+        lines = path.read_text().splitlines()
+        i = 0
+        while i < len(lines):
+            line = lines[i].strip().removeprefix("$ ")
+            start = i
+            if line.startswith("trainyard job render"):
+                while line.endswith("\\") and i + 1 < len(lines):
+                    i += 1
+                    line = line[:-1] + " " + lines[i].strip()
+                words = shlex.split(line, comments=True)
+                if ">" in words:
+                    words = words[:words.index(">")]
+                cmd = " ".join(shlex.quote(w) for w in words)
+                assert not re.search(r"<\w+>", cmd), f"{path.name}:{start + 1}: placeholder {cmd}"
+                found.append((f"{path.relative_to(root)}:{start + 1}", cmd))
+            i += 1
+    return found
+
+
+DOC_EXAMPLES = doc_examples()
+
+
+def test_the_docs_have_job_render_examples():
+    where = {w.split(":")[0] for w, _ in DOC_EXAMPLES}
+    assert {"README.md", "docs/workloads.md", "docs/monitoring.md"} <= where, DOC_EXAMPLES
+
+
+@pytest.mark.parametrize("where, command", DOC_EXAMPLES, ids=[w for w, _ in DOC_EXAMPLES])
+def test_doc_example_runs(capsys, tmp_path, monkeypatch, where, command):
+    import shlex
+
+    import trainyard.job as job_cli
+
+    argv = shlex.split(command)[1:]  # drop `trainyard`
+    stack = argv[argv.index("--stack") + 1]
+    if "--outputs" in argv:  # the file `pulumi stack output --json > outputs.json` wrote
+        argv[argv.index("--outputs") + 1] = str(write_outputs(tmp_path / "outputs.json", stack))
+    if "--submit" in argv:
+        monkeypatch.setattr(job_cli, "connect", lambda kubeconfig, context: type(
+            "Api", (), {"create_namespaced_custom_object": lambda self, **kw: None})())
+    code = main(argv)
+    out = capsys.readouterr()
+    assert code == 0, f"{where}: {command}\n{out.err}"
+    job = yaml.safe_load(out.out)
+    jobspec.validate_train_job(job)
+    assert job["metadata"]["labels"]["trainyard.io/stack"] == stack

@@ -73,3 +73,70 @@ def test_unwritable_json_path_is_a_clear_error(tmp_path):
                        timeout=60)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert r.stderr.strip() == f"error: {target}: cannot write: no directory {target.parent}"
+
+
+# ----------------------------------------------------------------------------------------------
+# The human summary: one count (the one `check` gives), AZs per pool, the subnet IP budget
+# ----------------------------------------------------------------------------------------------
+def test_plan_and_check_count_the_same_resources(plan_for, capsys):
+    from trainyard.check import render, run_checks
+    from trainyard.plan import count_resources, summarize
+
+    plan = plan_for("prod")
+    counts = count_resources(plan)
+    custom = [r for r in plan["resources"] if r["custom"]]
+    assert counts.resources == len(custom)
+    assert counts.providers == sum(1 for r in custom if r["type"].startswith("pulumi:providers:"))
+    assert counts.components == sum(1 for r in plan["resources"]
+                                    if r["type"].startswith("trainyard:index:"))
+    assert counts.total == len(plan["resources"])  # what the policies are handed
+    phrase = str(counts)
+    assert phrase.startswith(f"{counts.resources} resources") and \
+        f"and {counts.components} components" in phrase
+    report = run_checks(plan, policies=[])
+    assert report.resources == counts.total
+    assert f"over {phrase}:" in render(report)
+    assert f"  {phrase}" in summarize(plan)
+    assert report.to_json()["resources"] == counts.resources
+    assert report.to_json()["components"] == counts.components
+
+
+def test_pool_table_has_the_pools_availability_zones(plan_for):
+    from trainyard.plan import planned_pools, summarize
+
+    plan = plan_for("prod")
+    pools = {p.label: p for p in planned_pools(plan)}
+    assert pools["a100"].availability_zones == ("us-east-1a",)
+    assert pools["h100"].availability_zones == ("us-east-1b",)
+    assert pools["eval-spot"].availability_zones == ("us-east-1a", "us-east-1b", "us-east-1c")
+    text = summarize(plan)
+    header = next(line for line in text.splitlines() if line.strip().startswith("pool "))
+    assert " AZ " in header
+    a100 = next(line for line in text.splitlines() if line.strip().startswith("a100 "))
+    assert "us-east-1a" in a100 and "us-east-1b" not in a100
+
+
+def test_subnet_table_is_netmaths_ip_budget(plan_for):
+    from components import netmath
+    from components.catalog import load_catalog
+    from trainyard.plan import subnet_rows, summarize
+    from trainyard.synth import load_config
+
+    cfg, plan = load_config("prod"), plan_for("prod")
+    rows = subnet_rows(cfg)
+    planned = {(r["inputs"]["availabilityZone"], r["inputs"]["cidrBlock"])
+               for r in plan["resources"] if r["type"] == "aws:ec2/subnet:Subnet"}
+    assert {(r.az, r.cidr) for r in rows} == planned  # the subnets the program creates
+    private = {r.az: r for r in rows if r.role == "private"}
+    for az, row in private.items():
+        assert row.usable == netmath.usable_addresses(row.cidr)
+        assert row.needed_at_max == netmath.ips_needed_in_az(
+            az, cfg.gpu_pools, cfg.cluster.system_nodes, cfg.network, load_catalog())
+        assert 0 < row.needed_at_max <= row.usable
+    # us-east-1a holds the a100 and g-spot pools at max size: the largest demand.
+    assert max(private.values(), key=lambda r: r.needed_at_max).az == "us-east-1a"
+    text = summarize(plan, config=cfg)
+    assert "IPs needed at max" in text and "usable IPs" in text
+    line = next(ln for ln in text.splitlines() if ln.strip().startswith("private  us-east-1a"))
+    assert f"{private['us-east-1a'].needed_at_max:,}" in line and \
+        f"{private['us-east-1a'].usable:,}" in line

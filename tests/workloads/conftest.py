@@ -71,11 +71,37 @@ def run_train(args: list[str], env: dict[str, str], nproc: int = 0, max_restarts
                           timeout=timeout)
 
 
-def run_module(module: str, args: list[str], cache_dir: Path,
-               timeout: int = 120) -> subprocess.CompletedProcess:
-    """``python -m MODULE ARGS`` from the repository root, with ``base_env(cache_dir)``."""
+def run_module(module: str, args: list[str], cache_dir: Path, timeout: int = 120,
+               env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """``python -m MODULE ARGS`` from the repository root, with ``base_env(cache_dir, **env)``."""
     return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, text=True,
-                          capture_output=True, env=base_env(cache_dir), timeout=timeout)
+                          capture_output=True, env=base_env(cache_dir, **(env or {})),
+                          timeout=timeout)
+
+
+NO_AWS_CREDENTIALS = {"AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+                      "AWS_EC2_METADATA_DISABLED": "true", "AWS_DEFAULT_REGION": "us-east-1"}
+"""With ``base_env`` (which drops every AWS_ variable): botocore finds no credentials at all."""
+
+
+def unwritable_dir(tmp_path: Path) -> Path:
+    """A directory this process cannot create files in: a read-only tmp dir, or /sys for root
+    (which writes through file modes); skips the test where neither is available."""
+    import tempfile
+
+    candidates = [Path("/sys")]
+    if os.geteuid() != 0:
+        ro = tmp_path / "read-only"
+        ro.mkdir()
+        ro.chmod(0o500)
+        candidates.insert(0, ro)
+    for d in candidates:
+        try:
+            with tempfile.TemporaryFile(dir=d):
+                pass
+        except OSError:
+            return d
+    pytest.skip("no unwritable directory on this machine")
 
 
 def assert_config_error(proc: subprocess.CompletedProcess, flag: str, message: str) -> None:
@@ -235,4 +261,5 @@ def wl():
 
     return SimpleNamespace(run_train=run_train, read_metrics=read_metrics, base_env=base_env,
                            run_module=run_module, assert_config_error=assert_config_error,
+                           unwritable_dir=unwritable_dir, NO_AWS_CREDENTIALS=NO_AWS_CREDENTIALS,
                            TINY=TINY, REPO=REPO)

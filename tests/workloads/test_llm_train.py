@@ -25,6 +25,7 @@ def baseline2(tmp_path_factory, wl, cache_dir):
     proc = wl.run_train([*wl.TINY, *STEPS, "--async-checkpoint", "--checkpoint-dir", str(d / "ckpt"),
                          "--metrics-file", str(d / "m.jsonl")], wl.base_env(cache_dir), nproc=2)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    (d / "stdout.txt").write_text(proc.stdout)
     return d, wl.read_metrics(d / "m.jsonl")
 
 
@@ -52,6 +53,10 @@ def test_torchrun_two_processes_loss_falls(baseline2):
     assert sorted(p.name for p in (d / "ckpt").glob("step-*")) == \
         ["step-00000010", "step-00000020", "step-00000030"]  # all committed (async)
     assert events[-1]["event"] == "done"
+    # the banner names the data: no --data is the built-in corpus, with its size and source
+    banner = (d / "stdout.txt").read_text()
+    assert "data: the built-in corpus (" in banner and "M tokens, bytes tokenizer" in banner
+    assert "stdlib .py sources" in banner
 
 
 def test_sigkill_one_worker_resumes_exactly(baseline2, tmp_path, wl, cache_dir):

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import NoReturn
+from collections.abc import Callable
+from typing import NoReturn, TypeVar
+
+T = TypeVar("T")
 
 EXIT_OK = 0
 """Training reached --max-steps."""
@@ -39,6 +42,16 @@ class ArgumentParser(argparse.ArgumentParser):
 def die(message: str, code: int = EXIT_BAD_CONFIG) -> NoReturn:
     print(message.replace("\n", " "), file=sys.stderr, flush=True)
     raise SystemExit(code)
+
+
+def exit_2_on_config_error(prog: str, fn: Callable[..., T], *args: object) -> T:
+    """``fn(*args)``; a ``ConfigError`` it raises (bad input found after the flags parsed: the
+    data's contents, the device, memory) exits 2 with one line, like a bad flag. Raised only
+    while setting up, before the first step, so nothing was trained or checkpointed."""
+    try:
+        return fn(*args)
+    except ConfigError as e:
+        die(f"{prog}: error: {e}")
 
 
 def parse_s3_url(url: str, flag: str) -> tuple[str, str]:

@@ -9,11 +9,15 @@ declares the matching flags; ``from_flags`` turns a bad value into one line on s
 from __future__ import annotations
 
 import argparse
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from workloads.common.cli import ConfigError, die, parse_s3_url
+
+if TYPE_CHECKING:
+    from workloads.common.memory import MemoryEstimate
 
 DEVICES = ("auto", "cpu", "cuda")
 C = TypeVar("C", bound="RunConfig")
@@ -52,13 +56,24 @@ class RunConfig:
         check_s3(self.checkpoint_dir, "--checkpoint-dir")
 
     def check_inputs(self) -> None:
-        """Filesystem checks: the checkpoint dir creatable, the metrics file writable."""
-        if self.checkpoint_dir and not self.checkpoint_dir.startswith("s3://"):
-            path = Path(self.checkpoint_dir)
-            if path.exists() and not path.is_dir():
-                raise ConfigError("--checkpoint-dir", f"{self.checkpoint_dir!r} is not a directory")
-        if self.metrics_file and Path(self.metrics_file).is_dir():
-            raise ConfigError("--metrics-file", f"{self.metrics_file!r} is a directory")
+        """Checks of the world outside the flags, before anything starts: the checkpoint
+        directory writable (or creatable), on S3 credentials and the bucket usable; the metrics
+        file writable."""
+        if self.checkpoint_dir and self.checkpoint_dir.startswith("s3://"):
+            from workloads.common.s3 import check_access
+
+            check_access(self.checkpoint_dir, "--checkpoint-dir")
+        elif self.checkpoint_dir:
+            check_writable_dir(Path(self.checkpoint_dir), "--checkpoint-dir")
+        if self.metrics_file:
+            path = Path(self.metrics_file)
+            if path.is_dir():
+                raise ConfigError("--metrics-file", f"{self.metrics_file!r} is a directory")
+            check_writable_dir(path.parent, "--metrics-file", file=path)
+
+    def memory_estimate(self, world_size: int, cuda: bool) -> MemoryEstimate | None:
+        """Bytes one process needs to train (``workloads.common.memory``); None: not checked."""
+        return None
 
     @classmethod
     def from_flags(cls: type[C], prog: str, **values: object) -> C:
@@ -108,6 +123,43 @@ def check_non_negative(cfg: object, names: tuple[str, ...]) -> None:
         value = getattr(cfg, name)
         if value is not None and value < 0:
             raise ConfigError(flag(name), f"must be >= 0, got {value}")
+
+
+def check_writable_dir(path: Path, flag_name: str, file: Path | None = None) -> None:
+    """ConfigError unless ``path`` is a directory this process can write in, or can be created.
+
+    Probes with a temporary file in ``path`` or its nearest existing ancestor, removed at once
+    (``os.access`` is not enough: it says yes to root on a read-only mount). With ``file``, an
+    existing file there must open for appending (nothing is written to it)."""
+    shown = repr(str(file or path))
+    existing = path.absolute()
+    try:
+        while not existing.exists():
+            existing = existing.parent
+    except OSError as e:
+        raise ConfigError(flag_name, f"{shown}: cannot look up {str(existing)!r}: "
+                                     f"{e.strerror}") from None
+    if not existing.is_dir():
+        where = "" if existing == path.absolute() else f": {str(existing)!r}"
+        raise ConfigError(flag_name, f"{shown}{where} is not a directory")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as e:
+        if file is not None:
+            where = f"cannot be written: {str(existing)!r} is not writable"
+        elif existing == path.absolute():
+            where = "is not writable"
+        else:
+            where = f"cannot be created: {str(existing)!r} is not writable"
+        raise ConfigError(flag_name, f"{shown} {where} ({e.strerror}); choose a directory this "
+                                     "user can write to") from None
+    if file is not None and file.exists():
+        try:
+            with open(file, "ab"):
+                pass
+        except OSError as e:
+            raise ConfigError(flag_name, f"{shown} is not writable ({e.strerror})") from None
 
 
 def check_s3(value: str | None, flag_name: str) -> None:

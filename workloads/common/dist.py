@@ -19,6 +19,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from workloads.common.cli import ConfigError
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -49,6 +51,24 @@ class DistInfo:
 _INFO = DistInfo()
 
 
+def env_world_size() -> int:
+    """WORLD_SIZE from torchrun's environment (1 without torchrun)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """The device this process will compute on, before any process group exists: ``device``
+    "auto" (CUDA if present), "cpu" or "cuda"; on CUDA the GPU is LOCAL_RANK's. ConfigError
+    (naming --device) when CUDA is asked for and absent."""
+    use_cuda = torch.cuda.is_available() if device == "auto" else device == "cuda"
+    if not use_cuda:
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise ConfigError("--device", "cuda was requested but CUDA is not available "
+                                      f"(torch {torch.__version__}); use --device cpu or auto")
+    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+
+
 def setup_distributed(device: str = "auto") -> DistInfo:
     """Initialise torch.distributed from torchrun's environment (idempotent).
 
@@ -58,15 +78,11 @@ def setup_distributed(device: str = "auto") -> DistInfo:
     global _INFO
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    use_cuda = torch.cuda.is_available() if device == "auto" else device == "cuda"
+    world_size = env_world_size()
+    dev = resolve_device(device)
+    use_cuda = dev.type == "cuda"
     if use_cuda:
-        if not torch.cuda.is_available():
-            raise RuntimeError("--device cuda was requested but CUDA is not available")
         torch.cuda.set_device(local_rank)
-        dev = torch.device("cuda", local_rank)
-    else:
-        dev = torch.device("cpu")
     if world_size > 1 and not dist.is_initialized():
         backend = "nccl" if use_cuda else "gloo"
         kwargs = {"device_id": dev} if use_cuda else {}

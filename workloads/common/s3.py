@@ -13,20 +13,69 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from workloads.common.cli import ConfigError, parse_s3_url
+
 S3_MAX_ATTEMPTS = int(os.environ.get("TRAINYARD_S3_MAX_ATTEMPTS", "10"))
 S3_RETRY_MODE = os.environ.get("TRAINYARD_S3_RETRY_MODE", "standard")
 
 
-def s3_client():  # -> botocore client; boto3 imported lazily so CPU-only tools start fast
+def s3_client(max_attempts: int | None = None):  # -> botocore client (boto3 imported lazily)
     import boto3
     from botocore.config import Config
 
     config = Config(
-        retries={"max_attempts": S3_MAX_ATTEMPTS, "mode": S3_RETRY_MODE},
+        retries={"max_attempts": max_attempts or S3_MAX_ATTEMPTS, "mode": S3_RETRY_MODE},
         connect_timeout=10,
         read_timeout=60,
     )
     return boto3.session.Session().client("s3", config=config)
+
+
+CREDENTIALS_HELP = (
+    "provide them with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN for "
+    "temporary ones), or AWS_PROFILE naming a profile in ~/.aws (aws configure / aws sso login); "
+    "on EKS, Pod Identity supplies them to the job's service account, on EC2 the instance role")
+REJECTED = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken",
+            "TokenRefreshRequired", "RequestExpired"}
+
+
+def check_access(url: str, flag: str) -> None:
+    """ConfigError (naming ``flag``) unless ``url`` is usable: credentials found and accepted,
+    the bucket there, listing allowed. One ListObjectsV2 of at most one key under the prefix
+    (what a resume does first anyway), with 3 attempts so a bad endpoint fails in seconds."""
+    from botocore.exceptions import (
+        BotoCoreError,
+        ClientError,
+        NoCredentialsError,
+        PartialCredentialsError,
+        ProfileNotFound,
+    )
+
+    bucket, prefix = parse_s3_url(url, flag)
+    try:
+        client = s3_client(max_attempts=min(S3_MAX_ATTEMPTS, 3))
+        client.list_objects_v2(Bucket=bucket, Prefix=prefix.rstrip("/") + "/" if prefix else "",
+                               MaxKeys=1)
+    except (NoCredentialsError, PartialCredentialsError) as e:
+        raise ConfigError(flag, f"{url}: no AWS credentials found ({e}); "
+                                f"{CREDENTIALS_HELP}") from None
+    except ProfileNotFound as e:
+        raise ConfigError(flag, f"{url}: {e}; {CREDENTIALS_HELP}") from None
+    except ClientError as e:
+        err = e.response.get("Error", {})
+        code = err.get("Code", "?")
+        if code in REJECTED:
+            why = f"AWS rejected the credentials ({code}): refresh or replace them"
+        elif code == "NoSuchBucket":
+            why = f"bucket {bucket!r} does not exist (or is in another account or partition)"
+        elif code in ("AccessDenied", "403", "AllAccessDisabled"):
+            why = (f"access denied listing s3://{bucket}/{prefix}: the identity needs "
+                   f"s3:ListBucket on the bucket and object read/write under the prefix")
+        else:
+            why = f"{code}: {err.get('Message', e)}"
+        raise ConfigError(flag, f"{url}: {why}") from None
+    except BotoCoreError as e:
+        raise ConfigError(flag, f"{url}: cannot reach S3 ({e})") from None
 
 
 def join_key(*parts: str) -> str:

@@ -7,8 +7,12 @@ and the dense-BF16 peak of the detected GPU (``workloads.common.mfu``); on CPU i
 
     python -m workloads.llm.bench                        # CPU: the tiny preset
     python -m workloads.llm.bench --preset 125m          # one GPU
-    python -m workloads.llm.bench --preset 1b --micro-batch-size 8
+    python -m workloads.llm.bench --preset 1b --micro-batch-size 8   # one 80 GB GPU
     torchrun --nproc-per-node 8 -m workloads.llm.bench --preset 1b    # FSDP2 over 8 GPUs
+
+Before building anything it estimates the memory the step needs (``TrainConfig.memory_estimate``:
+weights, gradients, AdamW states, activations) and exits 2 with that figure when the device has
+less free (``1b`` needs about 80 GiB on CPU in fp32, 55 GiB on one GPU in bf16).
 
 Output (one line, rank 0)::
 
@@ -22,14 +26,17 @@ import argparse
 import sys
 
 from workloads.common.bench import parse_bench_args, print_result
-from workloads.common.cli import ArgumentParser
+from workloads.common.cli import ArgumentParser, exit_2_on_config_error
 from workloads.llm.config import PRESETS, TrainConfig
 
 PROG = "python -m workloads.llm.bench"
+DESCRIPTION = ("LLM training throughput: times the real training step on synthetic tokens and "
+               "prints one JSON line (tokens/s, MFU, peak memory). Refuses, before allocating, "
+               "a preset that does not fit the device.")
 
 
 def parse(argv: list[str] | None) -> tuple[TrainConfig, int, int]:
-    p = ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
+    p = ArgumentParser(prog=PROG, description=DESCRIPTION)
     p.add_argument("--preset", help=f"{', '.join(PRESETS)} (default: tiny on CPU, 125m on GPU)")
     p.add_argument("--micro-batch-size", type=int)
     p.add_argument("--seq-len", type=int)
@@ -48,8 +55,9 @@ def measure(cfg: TrainConfig, warmup: int, steps: int) -> dict | None:
     from workloads.common.bench import record, time_steps
     from workloads.common.dist import distributed
     from workloads.common.mfu import mfu
-    from workloads.llm.trainer import build, train_step
+    from workloads.llm.trainer import build, check_fits, train_step
 
+    check_fits(cfg)
     with distributed(cfg.device) as info:
         b = build(cfg, info)
         cuda = info.device.type == "cuda"
@@ -72,7 +80,7 @@ def measure(cfg: TrainConfig, warmup: int, steps: int) -> dict | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return print_result(measure(*parse(argv)))
+    return print_result(exit_2_on_config_error(PROG, measure, *parse(argv)))
 
 
 if __name__ == "__main__":

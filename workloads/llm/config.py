@@ -14,6 +14,7 @@ from pathlib import Path
 
 from workloads.common.cli import ConfigError
 from workloads.common.config import RunConfig, check_non_negative, check_positive, check_s3
+from workloads.common.memory import MemoryEstimate
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,11 @@ class ModelConfig:
         """N for the MFU formula: 12·d² per block (qkv, proj, 2×MLP) plus the LayerNorms."""
         d = self.d_model
         return self.n_layer * (12 * d * d + 2 * d) + d
+
+    @property
+    def params(self) -> int:
+        """Every parameter, the tied output head counted once: (V + T)·d + N."""
+        return (self.vocab_size + self.seq_len) * self.d_model + self.non_embedding_params
 
 
 @dataclass(frozen=True)
@@ -124,8 +130,14 @@ class TrainConfig(RunConfig):
         check_s3(self.data, "--data")
 
     def check_inputs(self) -> None:
-        """Filesystem checks: the data must be readable (then ``RunConfig``'s checks)."""
-        if self.data and self.data != "synthetic" and not self.data.startswith("s3://"):
+        """The data must be readable (on S3: credentials and bucket usable), then
+        ``RunConfig``'s checks. Token ids are checked against the vocabulary when the data is
+        opened (``data.ShardLoader``)."""
+        if self.data and self.data.startswith("s3://"):
+            from workloads.common.s3 import check_access
+
+            check_access(self.data, "--data")
+        elif self.data and self.data != "synthetic":
             path = Path(self.data)
             manifest = path / "manifest.json"
             if not path.is_dir():
@@ -134,6 +146,32 @@ class TrainConfig(RunConfig):
                 raise ConfigError("--data", f"{self.data!r} has no readable manifest.json "
                                             "(build one with python -m workloads.llm.prepare)")
         super().check_inputs()
+
+    def memory_estimate(self, world_size: int, cuda: bool) -> MemoryEstimate:
+        """Bytes per process: 16 per parameter (fp32 weights 4, gradients 4, AdamW's two
+        moments 8), divided by the FSDP ranks W when W > 1, plus 2 per parameter for autocast's
+        bf16 weight copies on a single GPU; plus activations of one micro-batch, B·T·(17·L·d·a +
+        4·d + (a + 8)·V) with a = 2 (bf16 on GPU) or 4 (fp32 on CPU) bytes: 17 values per token
+        per layer saved for backward (LayerNorm in/out, qkv, attention out and its projection
+        input, MLP in, 4·d GELU in and out), the fp32 embedding sum, and the logits in compute
+        dtype with their fp32 log-softmax and its gradient. Gradient accumulation adds nothing."""
+        m = self.model
+        shard = world_size if world_size > 1 else 1
+        a = 2 if cuda else 4
+        b, t, d = self.batch_size, m.seq_len, m.d_model
+        parts = [("params", 4 * m.params / shard), ("grads", 4 * m.params / shard),
+                 ("AdamW", 8 * m.params / shard)]
+        if cuda and shard == 1:
+            parts.append(("bf16 copies", 2 * m.params))
+        parts.append(("activations",
+                      b * t * (17 * m.n_layer * d * a + 4 * d + (a + 8) * m.vocab_size)))
+        return MemoryEstimate(
+            tuple(parts),
+            formula="16·P/W bytes for weights, grads and AdamW (+2·P for bf16 copies on one "
+                    "GPU) + B·T·(17·L·d·a + 4·d + (a+8)·V) for activations, a = 2 (bf16) or 4 "
+                    "(fp32)",
+            hint="lower --micro-batch-size (raise --grad-accum to keep the batch) or --seq-len, "
+                 "shard over more GPUs, or pick a smaller --preset")
 
     # ----- resolved values (preset defaults applied) -----
     @property

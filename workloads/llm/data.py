@@ -9,11 +9,16 @@ the batches an uninterrupted run would have seen.
 
 ``s3://`` data is downloaded once per node (local rank 0) into ``$TRAINYARD_CACHE/data/...``.
 No ``--data``: the stdlib corpus (``prepare.py``) is built into the cache on first use.
+
+Opening the data checks it against the model: every token id must be below the model's
+vocabulary size (``max_token_id`` from the manifest, which ``prepare`` writes, else a scan of
+the shards). A problem there is a ``ConfigError`` naming ``--data`` (exit 2, one line).
 """
 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +26,10 @@ import torch
 
 from workloads.common import s3 as s3util
 from workloads.common.checkpoint import cache_root
-from workloads.common.cli import parse_s3_url
+from workloads.common.cli import ConfigError, parse_s3_url
 from workloads.common.dist import DistInfo, barrier
+
+DEFAULT_CORPUS = "the built-in corpus"
 
 
 def resolve_data(data: str | None, info: DistInfo) -> Path:
@@ -36,14 +43,21 @@ def resolve_data(data: str | None, info: DistInfo) -> Path:
             client = s3util.s3_client()
             sizes = s3util.download_prefix(client, bucket, prefix, local.with_name(local.name + ".dl"))
             if "manifest.json" not in sizes:
-                raise FileNotFoundError(f"--data: no manifest.json under {data}")
+                raise ConfigError("--data", f"no manifest.json under {data} (build one with "
+                                            "python -m workloads.llm.prepare, then upload it)")
             local.with_name(local.name + ".dl").rename(local)
     else:
         from workloads.llm.prepare import build_default
 
         local = cache_root() / "data" / "stdlib-bytes"
         if info.is_local_main and not (local / "manifest.json").is_file():
-            build_default(local)
+            print(f"llm: no --data: building {DEFAULT_CORPUS} once (the Python standard "
+                  f"library's .py sources as byte tokens, about 12M tokens) into {local} ...",
+                  flush=True)
+            t0 = time.perf_counter()
+            m = build_default(local)
+            print(f"llm: built {m['total_tokens']:,} tokens in {time.perf_counter() - t0:.1f} s "
+                  "(later runs reuse them)", flush=True)
     barrier()
     return local
 
@@ -52,13 +66,30 @@ class ShardLoader:
     """Deterministic, resumable batches of (inputs, targets) for this rank."""
 
     def __init__(self, root: Path, seq_len: int, micro_batch: int, grad_accum: int,
-                 info: DistInfo, seed: int) -> None:
-        self.manifest = json.loads((root / "manifest.json").read_text())
-        if self.manifest.get("dtype") != "uint16":
-            raise ValueError(f"{root}: unsupported dtype {self.manifest.get('dtype')!r}")
-        self.vocab_size = int(self.manifest["vocab_size"])
-        self.shards = [np.memmap(root / s["file"], dtype="<u2", mode="r", shape=(s["tokens"],))
-                       for s in self.manifest["shards"]]
+                 info: DistInfo, seed: int, model_vocab: int | None = None) -> None:
+        try:
+            self.manifest = json.loads((root / "manifest.json").read_text())
+            dtype = self.manifest.get("dtype")
+            self.vocab_size = int(self.manifest["vocab_size"])
+            if dtype == "uint16":
+                self.shards = [np.memmap(root / s["file"], dtype="<u2", mode="r",
+                                         shape=(int(s["tokens"]),))
+                               for s in self.manifest["shards"]]
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+            raise ConfigError("--data", f"{str(root)!r}: unreadable dataset: "
+                                        f"{type(e).__name__}: {e}") from None
+        if dtype != "uint16":
+            raise ConfigError("--data", f"{str(root)!r}: unsupported dtype {dtype!r} (uint16 "
+                                        "tokens, as python -m workloads.llm.prepare writes)")
+        self.max_token_id = self.manifest.get("max_token_id")
+        if not isinstance(self.max_token_id, int):  # not recorded: scan (memory-mapped, fast)
+            self.max_token_id = max((int(s.max()) for s in self.shards if len(s)), default=0)
+        if model_vocab is not None and self.max_token_id >= model_vocab:
+            raise ConfigError("--data", f"{str(root)!r} holds token ids up to "
+                                        f"{self.max_token_id} (manifest vocab_size "
+                                        f"{self.vocab_size}), but the model's vocabulary is "
+                                        f"{model_vocab} (ids 0..{model_vocab - 1}); pick a "
+                                        "--preset whose vocabulary covers the data")
         self.seq_len, self.micro_batch, self.grad_accum = seq_len, micro_batch, grad_accum
         self.info, self.seed = info, seed
         per_shard = np.array([(len(s) - 1) // seq_len for s in self.shards], dtype=np.int64)
@@ -66,10 +97,18 @@ class ShardLoader:
         self.n_windows = int(self._first[-1])
         self.per_step = info.world_size * micro_batch * grad_accum
         if self.n_windows < self.per_step:
-            raise ValueError(f"{root}: {self.n_windows} windows of {seq_len + 1} tokens, but one "
-                             f"step needs {self.per_step}; use more data or a smaller batch")
+            raise ConfigError("--data", f"{str(root)!r}: {self.n_windows} windows of "
+                                        f"{seq_len + 1} tokens, but one step needs "
+                                        f"{self.per_step}; use more data or a smaller batch")
         self.epoch, self.cursor = 0, 0
         self._perm_epoch, self._perm = -1, np.empty(0, dtype=np.int64)
+
+    def describe(self) -> str:
+        """What the banner says about the data: tokens, tokenizer, where they came from."""
+        m = self.manifest
+        total = int(m.get("total_tokens", sum(len(s) for s in self.shards)))
+        return (f"{total / 1e6:.1f}M tokens, {m.get('tokenizer', '?')} tokenizer, vocab "
+                f"{self.vocab_size}, from {m.get('source', '?')}")
 
     def _order(self) -> np.ndarray:
         if self._perm_epoch != self.epoch:

@@ -11,13 +11,14 @@ Output: ``shard-00000.bin`` ... raw little-endian uint16 tokens (memory-mapped b
 uint16 also fits a GPT-2 BPE vocabulary) and ``manifest.json``::
 
     {"format": "trainyard-tokens-v1", "dtype": "uint16", "vocab_size": 256, "tokenizer": "bytes",
-     "source": "...", "total_tokens": N, "shards": [{"file": "shard-00000.bin", "tokens": n}]}
+     "source": "...", "total_tokens": N, "max_token_id": 255,
+     "shards": [{"file": "shard-00000.bin", "tokens": n}]}
 
-Usage::
+Usage (``out/`` is git-ignored; ``trainyard review`` wants a clean tree)::
 
-    python -m workloads.llm.prepare --out data/stdlib           # then: train --data data/stdlib
-    python -m workloads.llm.prepare --out data/mine --source ~/corpus --max-tokens 50000000
-    aws s3 sync data/stdlib s3://my-bucket/datasets/stdlib      # train --data s3://...
+    python -m workloads.llm.prepare --out out/data/stdlib    # then: train --data out/data/stdlib
+    python -m workloads.llm.prepare --out out/data/mine --source ~/corpus --max-tokens 50000000
+    aws s3 sync out/data/stdlib s3://my-bucket/datasets/stdlib   # train --data s3://...
 """
 
 from __future__ import annotations
@@ -32,8 +33,12 @@ from pathlib import Path
 
 import numpy as np
 
-from workloads.common.cli import ArgumentParser, die
+from workloads.common.cli import ArgumentParser, ConfigError, die
+from workloads.common.config import check_writable_dir
 
+PROG = "python -m workloads.llm.prepare"
+DESCRIPTION = ("Build uint16 token shards (byte tokenizer) for python -m workloads.llm.train "
+               "--data, from the Python standard library's sources (no download) or --source.")
 FORMAT = "trainyard-tokens-v1"
 SKIP_DIRS = {"site-packages", "dist-packages", "test", "tests", "idle_test", "__pycache__"}
 EOD = 0  # end-of-document byte
@@ -64,7 +69,7 @@ def write_shards(files: list[Path], out: Path, source: str, max_tokens: int = 0,
     """
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    shards, buf, total = [], [], 0
+    shards, buf, total, max_id = [], [], 0, 0
 
     def flush() -> None:
         if buf:
@@ -80,6 +85,7 @@ def write_shards(files: list[Path], out: Path, source: str, max_tokens: int = 0,
         if max_tokens:
             data = data[: max_tokens - total]
         buf.append(data)
+        max_id = max(max_id, int(data.max(initial=0)))
         pending += data.size
         total += data.size
         if pending >= shard_tokens:
@@ -89,7 +95,8 @@ def write_shards(files: list[Path], out: Path, source: str, max_tokens: int = 0,
             break
     flush()
     manifest = {"format": FORMAT, "dtype": "uint16", "vocab_size": 256, "tokenizer": "bytes",
-                "source": source, "total_tokens": total, "shards": shards}
+                "source": source, "total_tokens": total, "max_token_id": max_id,
+                "shards": shards}
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
     try:
         os.rename(tmp, out)
@@ -106,7 +113,7 @@ def build_default(out: Path, max_tokens: int = 0) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = ArgumentParser(prog="python -m workloads.llm.prepare", description=__doc__.split("\n")[0])
+    p = ArgumentParser(prog=PROG, description=DESCRIPTION)
     p.add_argument("--out", required=True, help="output directory (must not exist)")
     p.add_argument("--source", help="file or directory of text (default: the Python stdlib)")
     p.add_argument("--max-tokens", type=int, default=0, help="stop after N tokens (0: all)")
@@ -114,20 +121,24 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     out = Path(args.out)
     if out.exists():
-        die(f"--out: {args.out!r} already exists")
+        die(f"{PROG}: error: --out: {args.out!r} already exists")
+    try:
+        check_writable_dir(out, "--out")
+    except ConfigError as e:
+        die(f"{PROG}: error: {e}")
     if args.max_tokens < 0:
-        die(f"--max-tokens: must be >= 0, got {args.max_tokens}")
+        die(f"{PROG}: error: --max-tokens: must be >= 0, got {args.max_tokens}")
     if args.shard_tokens <= 0:
-        die(f"--shard-tokens: must be > 0, got {args.shard_tokens}")
+        die(f"{PROG}: error: --shard-tokens: must be > 0, got {args.shard_tokens}")
     if args.source:
         src = Path(args.source)
         if not src.exists() or not os.access(src, os.R_OK):
-            die(f"--source: {args.source!r} does not exist or is unreadable")
+            die(f"{PROG}: error: --source: {args.source!r} does not exist or is unreadable")
         source, files = source_files(src)
     else:
         source, files = stdlib_files()
     if not files:
-        die(f"--source: no files under {source!r}")
+        die(f"{PROG}: error: --source: no files under {source!r}")
     m = write_shards(files, out, source, args.max_tokens, args.shard_tokens)
     print(f"wrote {m['total_tokens']:,} tokens in {len(m['shards'])} shard(s) to {out} "
           f"(tokenizer: bytes, source: {m['source']})")

@@ -29,16 +29,26 @@ from __future__ import annotations
 import argparse
 import sys
 
-from workloads.common.cli import ArgumentParser
+from workloads.common.cli import ArgumentParser, exit_2_on_config_error
 from workloads.common.config import add_run_args
 from workloads.llm.config import PRESETS, TrainConfig
 
 PROG = "python -m workloads.llm.train"
+DESCRIPTION = """GPT pretraining: FSDP2, bf16, torch.compile, DCP checkpoints to a directory or S3,
+resumed automatically (Spot-safe). Without --data it trains on the Python standard library's
+sources as byte tokens (built into $TRAINYARD_CACHE on first use)."""
+EPILOG = """examples:
+  python -m workloads.llm.train --preset tiny --max-steps 200 --checkpoint-dir out/llm-ckpt
+  torchrun --nproc-per-node 8 -m workloads.llm.train --preset 1b --data s3://B/P \\
+      --checkpoint-dir s3://B/ckpt/run1
+
+exit codes: 0 done, 2 bad input (one line on stderr), 75 SIGTERM after a checkpoint (restart to
+resume), 1 anything else. Details: docs/workloads.md"""
 
 
 def build_parser() -> ArgumentParser:
     d = TrainConfig()
-    p = ArgumentParser(prog=PROG, description=__doc__.split("\n")[0],
+    p = ArgumentParser(prog=PROG, description=DESCRIPTION, epilog=EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default=d.preset, help=f"model size: {', '.join(PRESETS)}")
     p.add_argument("--data", help="shard dir, s3://bucket/prefix or 'synthetic' "
@@ -64,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = parse_config(argv)
     from workloads.llm.trainer import run  # torch is imported only once the flags are good
 
-    return run(cfg)
+    return exit_2_on_config_error(PROG, run, cfg)
 
 
 if __name__ == "__main__":

@@ -20,10 +20,11 @@ from workloads.common.dist import (
     seed_everything,
 )
 from workloads.common.loop import train_loop
+from workloads.common.memory import check_run_fits
 from workloads.common.metrics import MetricsLogger
 from workloads.common.mfu import flops_per_token, mfu, peak_tflops
 from workloads.llm.config import TrainConfig
-from workloads.llm.data import ShardLoader, SyntheticLoader, resolve_data
+from workloads.llm.data import DEFAULT_CORPUS, ShardLoader, SyntheticLoader, resolve_data
 from workloads.llm.model import GPT
 from workloads.llm.parallel import build_optimizer, clip_grad_norm, lr_at, parallelize
 
@@ -70,11 +71,9 @@ def build(cfg: TrainConfig, info: DistInfo) -> Built:
     if cfg.data == "synthetic":
         loader = SyntheticLoader(mcfg.vocab_size, mcfg.seq_len, cfg.batch_size, cfg.grad_accum,
                                  info, cfg.seed)
-    else:
+    else:  # checks every token id < the model's vocabulary (ConfigError otherwise)
         loader = ShardLoader(resolve_data(cfg.data, info), mcfg.seq_len, cfg.batch_size,
-                             cfg.grad_accum, info, cfg.seed)
-        if loader.vocab_size > mcfg.vocab_size:
-            raise ValueError(f"data vocab {loader.vocab_size} > model vocab {mcfg.vocab_size}")
+                             cfg.grad_accum, info, cfg.seed, model_vocab=mcfg.vocab_size)
     with torch.device(info.device):
         model = GPT(mcfg)
     compile_model = cfg.compile if cfg.compile is not None else cuda
@@ -104,9 +103,23 @@ def train_step(b: Built, cfg: TrainConfig, step: int) -> tuple[torch.Tensor, tor
     return loss_sum, norm
 
 
+def check_fits(cfg: TrainConfig) -> None:
+    """Refuse (ConfigError) a run whose estimated memory exceeds the device's, before any
+    process group, model or data exists (``TrainConfig.memory_estimate`` has the formula)."""
+    check_run_fits(cfg, f"{cfg.preset} (micro-batch {cfg.batch_size} x seq "
+                        f"{cfg.model.seq_len})")
+
+
 def run(cfg: TrainConfig) -> int:
+    check_fits(cfg)
     with distributed(cfg.device) as info:
         return _run(cfg, info)
+
+
+def describe_data(cfg: TrainConfig, loader: ShardLoader | SyntheticLoader) -> str:
+    if isinstance(loader, SyntheticLoader):
+        return "synthetic random tokens (no I/O; a throughput run, nothing to learn)"
+    return f"{cfg.data or DEFAULT_CORPUS} ({loader.describe()})"
 
 
 def _run(cfg: TrainConfig, info: DistInfo) -> int:
@@ -116,7 +129,8 @@ def _run(cfg: TrainConfig, info: DistInfo) -> int:
     mcfg = cfg.model
     print0(f"llm: preset {cfg.preset} ({b.model.num_params() / 1e6:.2f}M non-embedding params), "
            f"world {info.world_size} on {info.device.type}, seq {mcfg.seq_len}, micro-batch "
-           f"{cfg.batch_size} x accum {cfg.grad_accum}, {cfg.max_steps} steps")
+           f"{cfg.batch_size} x accum {cfg.grad_accum}, {cfg.max_steps} steps, "
+           f"data: {describe_data(cfg, b.loader)}")
     tokens_per_step = info.world_size * cfg.batch_size * cfg.grad_accum * mcfg.seq_len
 
     def log(step: int, sums: list[float], dt: float) -> None:

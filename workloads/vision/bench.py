@@ -27,14 +27,17 @@ import argparse
 import sys
 
 from workloads.common.bench import parse_bench_args, print_result
-from workloads.common.cli import ArgumentParser
+from workloads.common.cli import ArgumentParser, exit_2_on_config_error
 from workloads.vision.config import PRECISIONS, PRESETS, TrainConfig
 
 PROG = "python -m workloads.vision.bench"
+DESCRIPTION = ("Vision training throughput: times the real training step on synthetic images "
+               "and prints one JSON line (images/s, MFU, peak memory). Refuses, before "
+               "allocating, a preset and batch that do not fit the device.")
 
 
 def parse(argv: list[str] | None) -> tuple[TrainConfig, int, int]:
-    p = ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
+    p = ArgumentParser(prog=PROG, description=DESCRIPTION)
     p.add_argument("--preset", help=f"{', '.join(PRESETS)} (default: tiny on CPU, resnet50 on GPU)")
     p.add_argument("--batch-size", type=int, help="images per rank (default: the preset's)")
     p.add_argument("--image-size", type=int)
@@ -55,8 +58,9 @@ def measure(cfg: TrainConfig, warmup: int, steps: int) -> dict | None:
     from workloads.common.bench import record, time_steps
     from workloads.common.dist import distributed
     from workloads.common.mfu import mfu
-    from workloads.vision.trainer import build, train_step
+    from workloads.vision.trainer import build, check_fits, train_step
 
+    check_fits(cfg)
     with distributed(cfg.device) as info:
         b = build(cfg, info)
         cuda = info.device.type == "cuda"
@@ -76,7 +80,7 @@ def measure(cfg: TrainConfig, warmup: int, steps: int) -> dict | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return print_result(measure(*parse(argv)))
+    return print_result(exit_2_on_config_error(PROG, measure, *parse(argv)))
 
 
 if __name__ == "__main__":

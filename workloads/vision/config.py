@@ -10,6 +10,7 @@ on a bad one) before paying for ``import torch``. Each field's docstring states 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from workloads.common.config import (
     check_s3,
     flag,
 )
+from workloads.common.memory import MemoryEstimate
 
 BLOCKS = ("basic", "bottleneck")
 STEMS = ("imagenet", "small")
@@ -63,23 +65,24 @@ class ModelConfig:
     def expansion(self) -> int:
         return 4 if self.block == "bottleneck" else 1
 
-    def forward_macs(self, image_size: int | None = None) -> int:
-        """Multiply-accumulates of one forward pass per image, convolutions and the classifier
-        only (BatchNorm, ReLU, pooling and residual adds are < 1% and not counted). ResNet-50
-        v1.5 at 224x224: 4.09 G, the figure usually quoted as "4.1 GFLOPs"."""
+    def layers_at(self, image_size: int | None = None
+                  ) -> Iterator[tuple[str, int, int, int, int]]:
+        """The network in order as (kind, in channels, out channels, kernel, output size):
+        ``conv`` for every convolution (each followed by a BatchNorm), ``pool`` for the stem's
+        max-pool, ``add`` for the residual sum (then ReLU) that ends each block."""
         size = image_size or self.image_size
-        macs = 0
 
-        def conv(cin: int, cout: int, k: int, stride: int, pad: int) -> None:
-            nonlocal size, macs
-            size = (size + 2 * pad - k) // stride + 1
-            macs += cin * cout * k * k * size * size
+        def out(s: int, k: int, stride: int, pad: int) -> int:
+            return (s + 2 * pad - k) // stride + 1
 
         if self.stem == "imagenet":
-            conv(3, self.width, 7, 2, 3)
-            size = (size + 2 - 3) // 2 + 1  # 3x3/2 max-pool, padding 1
+            size = out(size, 7, 2, 3)
+            yield "conv", 3, self.width, 7, size
+            size = out(size, 3, 2, 1)
+            yield "pool", self.width, self.width, 3, size
         else:
-            conv(3, self.width, 3, 1, 1)
+            size = out(size, 3, 1, 1)
+            yield "conv", 3, self.width, 3, size
         cin = self.width
         for i, n in enumerate(self.layers):
             width = self.width * 2**i
@@ -87,19 +90,45 @@ class ModelConfig:
             for j in range(n):
                 stride = 2 if i > 0 and j == 0 else 1
                 start = size
+                size = out(start, 3, stride, 1)
                 if self.block == "bottleneck":
-                    conv(cin, width, 1, 1, 0)
-                    conv(width, width, 3, stride, 1)
-                    conv(width, cout, 1, 1, 0)
+                    yield "conv", cin, width, 1, start
+                    yield "conv", width, width, 3, size
+                    yield "conv", width, cout, 1, size
                 else:
-                    conv(cin, width, 3, stride, 1)
-                    conv(width, cout, 3, 1, 1)
+                    yield "conv", cin, width, 3, size
+                    yield "conv", width, cout, 3, size
                 if stride != 1 or cin != cout:  # projection shortcut, 1x1 at the block's stride
-                    end, size = size, start
-                    conv(cin, cout, 1, stride, 0)
-                    size = end
+                    yield "conv", cin, cout, 1, out(start, 1, stride, 0)
+                yield "add", cout, cout, 0, size
                 cin = cout
-        return macs + cin * self.num_classes
+
+    @property
+    def features(self) -> int:
+        """Channels into the classifier."""
+        return self.width * 2 ** (len(self.layers) - 1) * self.expansion
+
+    def forward_macs(self, image_size: int | None = None) -> int:
+        """Multiply-accumulates of one forward pass per image, convolutions and the classifier
+        only (BatchNorm, ReLU, pooling and residual adds are < 1% and not counted). ResNet-50
+        v1.5 at 224x224: 4.09 G, the figure usually quoted as "4.1 GFLOPs"."""
+        macs = sum(cin * cout * k * k * size * size
+                   for kind, cin, cout, k, size in self.layers_at(image_size) if kind == "conv")
+        return macs + self.features * self.num_classes
+
+    def num_params(self) -> int:
+        """Parameters: conv weights, BatchNorm scale and shift, the classifier (ResNet-50:
+        25,557,032)."""
+        convs = sum(cin * cout * k * k + 2 * cout
+                    for kind, cin, cout, k, _ in self.layers_at() if kind == "conv")
+        return convs + (self.features + 1) * self.num_classes
+
+    def activation_values(self, image_size: int | None = None) -> int:
+        """Values saved for backward per image: 2 per convolution output (the conv's output,
+        kept by its BatchNorm, and the BatchNorm's, kept by the ReLU or the next conv), 1 per
+        max-pool and residual-sum output (ReLU runs in place). ResNet-50 at 224: 26.5 M."""
+        return sum((2 if kind == "conv" else 1) * cout * size * size
+                   for kind, _, cout, _, size in self.layers_at(image_size))
 
     def train_flops_per_image(self, image_size: int | None = None) -> float:
         """Forward + backward FLOPs per image: 3 x forward, 2 FLOPs per multiply-accumulate
@@ -191,10 +220,41 @@ class TrainConfig(RunConfig):
             raise ConfigError("--data", "must be 'synthetic', a directory or s3://bucket/prefix")
 
     def check_inputs(self) -> None:
-        """Filesystem checks: local shards readable and matching (then ``RunConfig``'s checks)."""
-        if self.data != "synthetic" and not self.data.startswith("s3://"):
+        """Local shards readable and matching the model, S3 shards reachable (credentials,
+        bucket), then ``RunConfig``'s checks. Labels are checked against the classes when the
+        shards are opened (``data.ShardLoader``)."""
+        if self.data.startswith("s3://"):
+            from workloads.common.s3 import check_access
+
+            check_access(self.data, "--data")
+        elif self.data != "synthetic":
             check_manifest(Path(self.data), self.model.image_size, self.model.num_classes)
         super().check_inputs()
+
+    def memory_estimate(self, world_size: int, cuda: bool) -> MemoryEstimate:
+        """Bytes per process (DDP: every rank holds everything): 4 per parameter each for
+        weights, gradients (DDP's buckets are the gradients) and SGD momentum, plus 2 for
+        autocast's 16-bit weight copies; plus one batch of activations, B·(a·E + 12·H·W + 8·M)
+        with E = ``ModelConfig.activation_values()``, a = 2 (bf16/fp16) or 4 (fp32) bytes, the
+        fp32 normalised input (12·H·W) and the max-pool's int64 indices (M values)."""
+        m = self.model
+        fp32 = self.precision == "fp32" or (self.precision == "auto" and not cuda)
+        a = 4 if fp32 else 2
+        p = m.num_params()
+        parts = [("params", 4 * p), ("grads", 4 * p)]
+        if self.momentum > 0:
+            parts.append(("momentum", 4 * p))
+        if not fp32:
+            parts.append(("16-bit copies", 2 * p))
+        pool = sum(c * s * s for kind, _, c, _, s in m.layers_at() if kind == "pool")
+        parts.append(("activations",
+                      self.batch * (a * m.activation_values() + 12 * m.image_size**2 + 8 * pool)))
+        return MemoryEstimate(
+            tuple(parts),
+            formula="12·P bytes for weights, grads and momentum (+2·P for 16-bit copies) + "
+                    "B·(a·E + 12·H·W) for activations, E saved values per image, a = 2 (16-bit) "
+                    "or 4 (fp32)",
+            hint="lower --batch-size or --image-size, or pick a smaller --preset")
 
     # ----- resolved values (preset defaults applied) -----
     @property

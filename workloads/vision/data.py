@@ -39,7 +39,7 @@ import torch.nn.functional as F
 
 from workloads.common import s3 as s3util
 from workloads.common.checkpoint import cache_root
-from workloads.common.cli import parse_s3_url
+from workloads.common.cli import ConfigError, parse_s3_url
 from workloads.common.dist import DistInfo, barrier
 
 FORMAT = "trainyard-vision-npy"
@@ -113,32 +113,53 @@ def resolve_data(data: str, info: DistInfo) -> Path:
         staging = local.with_name(local.name + ".dl")
         sizes = s3util.download_prefix(s3util.s3_client(), bucket, prefix, staging)
         if "manifest.json" not in sizes:
-            raise FileNotFoundError(f"--data: no manifest.json under {data}")
+            raise ConfigError("--data", f"no manifest.json under {data} (build one with "
+                                        "python -m workloads.vision.prepare, then upload it)")
         staging.rename(local)  # complete or absent: a crash mid-download is retried
     barrier()
     return local
 
 
 class ShardLoader:
-    """Deterministic, resumable batches of this rank's images from .npy shards."""
+    """Deterministic, resumable batches of this rank's images from .npy shards. Opening checks
+    the shards (ConfigError naming --data): uint8 NHWC images, a label per image, and with
+    ``num_classes`` every label in 0..num_classes-1."""
 
-    def __init__(self, root: Path, batch: int, info: DistInfo, seed: int, hflip: bool) -> None:
-        self.manifest = json.loads((root / "manifest.json").read_text())
-        if self.manifest.get("format") != FORMAT:
-            raise ValueError(f"{root}: not a {FORMAT} manifest")
-        self.images = [np.load(root / s["images"], mmap_mode="r") for s in self.manifest["shards"]]
-        self.labels = [np.load(root / s["labels"]) for s in self.manifest["shards"]]
+    def __init__(self, root: Path, batch: int, info: DistInfo, seed: int, hflip: bool,
+                 num_classes: int | None = None) -> None:
+        try:
+            self.manifest = json.loads((root / "manifest.json").read_text())
+            fmt = self.manifest.get("format")
+            if fmt == FORMAT:
+                self.images = [np.load(root / s["images"], mmap_mode="r")
+                               for s in self.manifest["shards"]]
+                self.labels = [np.load(root / s["labels"]) for s in self.manifest["shards"]]
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+            raise ConfigError("--data", f"{str(root)!r}: unreadable shards: "
+                                        f"{type(e).__name__}: {e}") from None
+        if fmt != FORMAT:
+            raise ConfigError("--data", f"{str(root)!r}: not a {FORMAT} manifest")
         for s, im, lb in zip(self.manifest["shards"], self.images, self.labels, strict=True):
             if im.dtype != np.uint8 or im.ndim != 4 or im.shape[3] != 3 or len(lb) != len(im):
-                raise ValueError(f"{root}/{s['images']}: expected uint8 (N, H, W, 3) images and "
-                                 f"N labels, got {im.dtype} {im.shape} and {len(lb)} labels")
+                raise ConfigError("--data", f"{root}/{s['images']}: expected uint8 (N, H, W, 3) "
+                                            f"images and N labels, got {im.dtype} {im.shape} and "
+                                            f"{len(lb)} labels")
+        if num_classes is not None:
+            lo = min((int(lb.min()) for lb in self.labels if len(lb)), default=0)
+            hi = max((int(lb.max()) for lb in self.labels if len(lb)), default=0)
+            if lo < 0 or hi >= num_classes:
+                raise ConfigError("--data", f"{str(root)!r} holds labels {lo}..{hi}, but the "
+                                            f"model has {num_classes} classes (0.."
+                                            f"{num_classes - 1}); pick a --preset with more "
+                                            "classes or fix the labels")
         self._first = np.concatenate([[0], np.cumsum([len(x) for x in self.images])])
         self.n_images = int(self._first[-1])
         self.batch, self.info, self.seed, self.hflip = batch, info, seed, hflip
         self.per_step = info.world_size * batch
         if self.n_images < self.per_step:
-            raise ValueError(f"{root}: {self.n_images} images, but one step needs "
-                             f"{self.per_step}; use more data or a smaller batch")
+            raise ConfigError("--data", f"{str(root)!r}: {self.n_images} images, but one step "
+                                        f"needs {self.per_step}; use more data or a smaller "
+                                        "--batch-size")
         self.epoch, self.cursor = 0, 0
         self._perm_epoch, self._perm = -1, np.empty(0, dtype=np.int64)
 
@@ -180,6 +201,9 @@ def write_shards(out: Path, images: np.ndarray, labels: np.ndarray, num_classes:
         raise ValueError(f"images must be uint8 (N, H, W, 3), got {images.dtype} {images.shape}")
     if len(labels) != len(images):
         raise ValueError(f"{len(images)} images but {len(labels)} labels")
+    if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+        raise ValueError(f"labels {int(labels.min())}..{int(labels.max())} do not fit "
+                         f"{num_classes} classes (0..{num_classes - 1})")
     out.mkdir(parents=True, exist_ok=True)
     shards = []
     for i, start in enumerate(range(0, len(images), shard_size)):

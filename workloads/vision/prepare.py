@@ -6,9 +6,10 @@ class-structured source (``workloads.vision.data``; **not real data**, useful to
 shard and S3 paths end to end). Images are stored as given: resize/crop them to the training
 resolution before; the trainer adds only random horizontal flips.
 
-    python -m workloads.vision.prepare --out data/synth32 --synthetic 4096 --preset tiny
-    python -m workloads.vision.prepare --out data/mine --images x.npy --labels y.npy --num-classes 100
-    aws s3 sync data/mine s3://my-bucket/datasets/mine        # train --data s3://...
+    python -m workloads.vision.prepare --out out/data/synth32 --synthetic 4096 --preset tiny
+    python -m workloads.vision.prepare --out out/data/mine --images x.npy --labels y.npy \\
+        --num-classes 100
+    aws s3 sync out/data/mine s3://my-bucket/datasets/mine    # train --data s3://...
 """
 
 from __future__ import annotations
@@ -18,10 +19,14 @@ from pathlib import Path
 
 import numpy as np
 
-from workloads.common.cli import ArgumentParser, die
+from workloads.common.cli import ArgumentParser, ConfigError, die
+from workloads.common.config import check_writable_dir
 from workloads.vision.config import PRESETS
 
 PROG = "python -m workloads.vision.prepare"
+DESCRIPTION = ("Build uint8 .npy image shards for python -m workloads.vision.train --data, from "
+               "your own decoded arrays (--images/--labels) or the synthetic source "
+               "(--synthetic N, not real data).")
 
 
 def synthetic_arrays(n: int, num_classes: int, image_size: int, seed: int = 0):
@@ -41,7 +46,7 @@ def synthetic_arrays(n: int, num_classes: int, image_size: int, seed: int = 0):
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
+    p = ArgumentParser(prog=PROG, description=DESCRIPTION)
     p.add_argument("--out", required=True, type=Path, help="new directory for the shards")
     p.add_argument("--synthetic", type=int, metavar="N", help="N synthetic images")
     p.add_argument("--preset", default="tiny", help="size and classes of synthetic images")
@@ -52,6 +57,10 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.out.exists():
         die(f"{PROG}: error: --out: {str(args.out)!r} already exists")
+    try:
+        check_writable_dir(args.out, "--out")
+    except ConfigError as e:
+        die(f"{PROG}: error: {e}")
     if args.shard_size <= 0:
         die(f"{PROG}: error: --shard-size: must be > 0, got {args.shard_size}")
     if (args.synthetic is None) == (args.images is None):

@@ -23,9 +23,10 @@ from workloads.common.dist import (
     seed_everything,
 )
 from workloads.common.loop import train_loop
+from workloads.common.memory import check_run_fits
 from workloads.common.metrics import MetricsLogger
 from workloads.common.mfu import mfu, peak_tflops
-from workloads.vision.config import TrainConfig
+from workloads.vision.config import TrainConfig, check_manifest
 from workloads.vision.data import ShardLoader, SyntheticImages, resolve_data, to_input
 from workloads.vision.model import ResNet
 from workloads.vision.parallel import (
@@ -97,8 +98,11 @@ def build(cfg: TrainConfig, info: DistInfo) -> Built:
     if cfg.data == "synthetic":
         loader = SyntheticImages(mcfg.num_classes, mcfg.image_size, cfg.batch, info, cfg.seed,
                                  info.device)
-    else:
-        loader = ShardLoader(resolve_data(cfg.data, info), cfg.batch, info, cfg.seed, cfg.hflip)
+    else:  # shards from S3 are checked against the model once downloaded, like local ones
+        root = resolve_data(cfg.data, info)
+        check_manifest(root, mcfg.image_size, mcfg.num_classes)
+        loader = ShardLoader(root, cfg.batch, info, cfg.seed, cfg.hflip,
+                             num_classes=mcfg.num_classes)
     with torch.device(info.device):
         model = ResNet(mcfg)
     precision = resolve_precision(cfg.precision, cuda)
@@ -136,7 +140,15 @@ def train_step(b: Built, cfg: TrainConfig, step: int, info: DistInfo
     return loss.detach().float(), correct.float(), norm.float()
 
 
+def check_fits(cfg: TrainConfig) -> None:
+    """Refuse (ConfigError) a run whose estimated memory exceeds the device's, before any
+    process group, model or data exists (``TrainConfig.memory_estimate`` has the formula)."""
+    size = cfg.model.image_size
+    check_run_fits(cfg, f"{cfg.preset} (batch {cfg.batch} x {size}x{size})")
+
+
 def run(cfg: TrainConfig) -> int:
+    check_fits(cfg)
     with distributed(cfg.device) as info:
         return _run(cfg, info)
 
