@@ -35,3 +35,27 @@ SYSTEM_NAMESPACES = {
     "kubeflow": "kubeflow-system",
     "device_plugins": "kube-system",
 }
+
+# -- elastic capacity and queueing (Karpenter, Kueue) ----------------------------------------
+PROVISIONERS = ("managed", "karpenter")
+"""Who makes a pool's nodes: an EKS managed node group, or a Karpenter NodePool. Nodes carry the
+same labels and taints either way, so nothing above the pool cares which."""
+KARPENTER_NODEPOOL_LABEL = "karpenter.sh/nodepool"
+"""Set by Karpenter on its nodes: the NodePool's name (= the trainyard pool's name)."""
+DO_NOT_DISRUPT = "karpenter.sh/do-not-disrupt"
+"""Pod annotation ("true"): Karpenter never voluntarily disrupts (consolidates, drifts) the node
+under a running training pod; involuntary disruption (Spot interruption) still drains it."""
+QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+"""TrainJob label naming the LocalQueue in its namespace that admits it."""
+PRIORITY_LABEL = "kueue.x-k8s.io/priority-class"
+"""TrainJob label naming a Kueue WorkloadPriorityClass."""
+LOCAL_QUEUE = "gpu"
+"""The LocalQueue in every team namespace; it points at the team's ClusterQueue (named like the
+team) in the platform's one cohort."""
+COHORT = "trainyard"
+"""The Kueue cohort every team ClusterQueue joins, so idle quota is borrowed and reclaimed."""
+PRIORITY_CLASSES = {"production": 1000, "training": 100, "preemptible": 10}
+"""Kueue WorkloadPriorityClass name -> value. `training` is the default of rendered jobs."""
+DEFAULT_PRIORITY = "training"
+SPOT_NOTICE_SECONDS = 120
+"""EC2's Spot interruption notice: the whole budget for SIGTERM -> save -> exit."""
