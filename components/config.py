@@ -40,6 +40,7 @@ from components.config_reader import (
     name_check,
     problem_path,
 )
+from components.k8s_names import PROVISIONERS
 
 __all__ = ["ConfigError", "StackConfig", "load", "SUPPORTED_K8S_VERSIONS"]
 
@@ -278,12 +279,27 @@ class GpuPoolConfig:
     http_put_response_hop_limit: int = 2
     """IMDSv2 hop limit; 2 lets containers reach IMDS through one hop, 1 blocks pods."""
     auto_repair: bool = True
-    """EKS node auto-repair (needs the eks-node-monitoring-agent add-on)."""
+    """EKS node auto-repair (needs the eks-node-monitoring-agent add-on). Managed node groups
+    only: Karpenter pools do not use it (docs/operations.md "Capacity: managed node groups and
+    Karpenter")."""
     labels: Mapping[str, str] = field(default_factory=dict)
+    provisioner: str = "managed"
+    """Who makes the pool's nodes (components/k8s_names.PROVISIONERS). `karpenter`: a Karpenter
+    NodePool + EC2NodeClass (components/karpenter.py); nodes appear for pending pods and go away
+    when empty, so the pool has no standing size (minSize and desiredSize 0). `managed`: an EKS
+    managed node group (components/gpu_pool.py). Default when parsed from a stack file:
+    `karpenter` for elastic pools (SPOT, or ON_DEMAND without a capacityReservation), `managed`
+    for reserved pools (ODCR, CAPACITY_BLOCK), which are sized to their reservation and may not
+    use Karpenter. Nodes carry the same labels and taints either way. Changing it replaces the
+    pool's nodes."""
 
     @property
     def reserved(self) -> bool:
         return self.capacity_reservation is not None
+
+    @property
+    def karpenter(self) -> bool:
+        return self.provisioner == "karpenter"
 
 
 @dataclass(frozen=True)
@@ -667,6 +683,10 @@ def _pool(r: Reader, stack_azs: Optional[tuple[str, ...]], catalog: Catalog, now
     ami = r.str("amiType", DEFAULT_AMI.get(vendor or "nvidia"), choices=AMI_TYPES)
     default_pg = bool(efa and not res_present)
     pg = r.bool("placementGroup", default_pg)
+    # Reserved capacity is sized to its reservation (a node group); elastic capacity follows
+    # demand (Karpenter). Judged on the raw capacityType, like `reserved` above.
+    provisioner = r.str("provisioner", "managed" if reserved else "karpenter",
+                        choices=PROVISIONERS)
 
     # -- rules that tie fields together: each judges only fields that parsed ------------------
     if types_ok and len({s.shape for s in specs}) > 1:
@@ -721,6 +741,8 @@ def _pool(r: Reader, stack_azs: Optional[tuple[str, ...]], catalog: Catalog, now
         r.error(f"{ami!r} does not match the {vendor} accelerators of {list(types)}", "amiType")
     if layout != "current" and not efa and r.has("efaLayout") and r.parsed("efaLayout", "efa"):
         r.error("is set but efa is false", "efaLayout")
+    if provisioner == "karpenter" and r.parsed("provisioner"):
+        _karpenter_rules(r, reserved, lo, want, efa, layout, ami)
 
     pool = GpuPoolConfig(
         name=name or "", instance_types=types, capacity_type=capacity or "ON_DEMAND",
@@ -731,6 +753,7 @@ def _pool(r: Reader, stack_azs: Optional[tuple[str, ...]], catalog: Catalog, now
         http_put_response_hop_limit=r.int("httpPutResponseHopLimit", 2, min=1, max=64),
         auto_repair=r.bool("autoRepair", True),
         labels=r.str_map("labels"),
+        provisioner=provisioner or "managed",
     )
     for key, value in pool.labels.items():
         message = _node_label_problem(key, value)
@@ -738,6 +761,30 @@ def _pool(r: Reader, stack_azs: Optional[tuple[str, ...]], catalog: Catalog, now
             r.error(message, f"labels.{key}")
     r.finish()
     return pool
+
+
+def _karpenter_rules(r: Reader, reserved: bool, lo: Optional[int], want: Optional[int],
+                     efa: Optional[bool], layout: Optional[str], ami: Optional[str]) -> None:
+    """What a Karpenter pool cannot be. `reserved` is judged on the raw keys (a reservation
+    proves the pool reserved even when its id was rejected)."""
+    why = "" if r.has("provisioner") else \
+        " (provisioner defaults to karpenter for SPOT and ON_DEMAND pools)"
+    if reserved:
+        r.error("'karpenter' is for elastic pools: a reserved pool (ODCR or Capacity Block) is "
+                "sized to its reservation and stays a managed node group", "provisioner")
+        return
+    for key, value in (("minSize", lo), ("desiredSize", want)):
+        if value and r.parsed(key) and (key == "minSize" or r.has(key)):
+            r.error(f"{value} must be 0 for a Karpenter pool{why}: Karpenter keeps no standing "
+                    "nodes, it launches them for pending pods and removes them when empty; set "
+                    "provisioner: managed to keep standing nodes", key)
+    if efa and layout == "legacy" and r.parsed("efa", "efaLayout"):
+        r.error(f"'legacy' cannot be built by Karpenter{why}: an EC2NodeClass takes only "
+                "`interface` and `efa-only` interfaces; use current, or provisioner: managed",
+                "efaLayout")
+    if ami and ami.startswith("BOTTLEROCKET") and r.parsed("amiType"):
+        r.error(f"{ami!r} is not built by trainyard's Karpenter pools{why}, which use the "
+                "EKS AL2023 AMIs; use an AL2023 amiType, or provisioner: managed", "amiType")
 
 
 def _timestamp(r: Reader, name: str) -> Optional[dt.datetime]:

@@ -2,7 +2,7 @@
 it brings JobSet and the Trainer CRDs) plus one ClusterTrainingRuntime per NVIDIA GPU pool.
 
 Runtimes are named `torch-efa-<pool>` (EFA pools) or `torch-<pool>`; they are built by
-trainyard/jobspec.py (pure, shared with `trainyard job render`) from the pool's facts: GPUs,
+components/trainjob.py (pure, shared with `trainyard job render`) from the pool's facts: GPUs,
 EFA devices and huge pages per node, node selector and toleration, /dev/shm, the NCCL
 environment. A TrainJob picks its pool by naming the runtime. Neuron pools get no runtime yet.
 The `kubeflow-system` namespace denies traffic by default, then admits the API server to the
@@ -28,7 +28,7 @@ from components.catalog import Catalog, load_catalog
 from components.config import GpuPoolConfig, KubeflowConfig
 from components.k8s_names import SYSTEM_NAMESPACES
 from components.monitoring import release_chart
-from trainyard import jobspec
+from components.trainjob import cluster_training_runtime, pool_facts, supports_runtime
 
 TRAINER_CHART = "kubeflow-trainer"
 VALUES_PATH = Path(__file__).parent / "data" / "kubeflow" / "trainer-values.yaml"
@@ -84,10 +84,10 @@ def runtimes(config: KubeflowConfig, pools: Sequence[GpuPoolConfig],
     two seconds of every plan."""
     out = {}
     for pool in pools:
-        facts = jobspec.pool_facts(pool, catalog)
-        if not jobspec.supports_runtime(facts):
+        facts = pool_facts(pool, catalog)
+        if not supports_runtime(facts):
             continue
-        out[pool.name] = jobspec.cluster_training_runtime(facts, config.training_image)
+        out[pool.name] = cluster_training_runtime(facts, config.training_image)
     return out
 
 

@@ -8,7 +8,8 @@ Everything that is data lives beside this file:
 - data/dashboards/*.json: Grafana dashboards, shipped as ConfigMaps the Grafana sidecar loads;
   data/dashboards/metrics.txt lists every metric the installed exporters provide (the tests
   check each dashboard and alert against it);
-- data/alerts/*.yaml: PrometheusRule groups (promtool-checked in the tests).
+- data/alerts/*.yaml: PrometheusRule groups (promtool-checked in the tests): alerts, and in
+  cost.yaml the recording rules (`trainyard:*`) of GPU-hours allocated and idle.
 
 Grafana's admin password is a RandomPassword (or a secret from config, when the platform passes
 one) stored in a Secret that Grafana reads through `admin.existingSecret`: it never appears in
@@ -171,6 +172,13 @@ def dashboards() -> dict[str, str]:
 def alert_rule_files() -> dict[str, dict]:
     """File stem -> PrometheusRule spec ({"groups": [...]})."""
     return {p.stem: _load_yaml(p) for p in sorted(ALERTS_DIR.glob("*.yaml"))}
+
+
+def recorded_metrics() -> set[str]:
+    """Series the shipped recording rules write (`record:` in data/alerts/*.yaml): dashboards
+    and alerts read them like exporter metrics."""
+    return {rule["record"] for spec in alert_rule_files().values()
+            for group in spec["groups"] for rule in group["rules"] if "record" in rule}
 
 
 def known_metrics() -> set[str]:
@@ -440,7 +448,7 @@ class Monitoring(pulumi.ComponentResource):
                 opts=self._opts(self.kube_prometheus_stack))
 
     def _create_training_pod_monitor(self) -> None:
-        from trainyard.jobspec import METRICS_LABEL, exporter
+        from components.trainjob import METRICS_LABEL, exporter
 
         self.training_pod_monitor = k8s.apiextensions.CustomResource(
             f"{self._name}-training-podmonitor",

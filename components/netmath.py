@@ -32,11 +32,7 @@ import ipaddress
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Optional
-
-if TYPE_CHECKING:  # pragma: no cover
-    from components.catalog import Catalog
-    from components.config import GpuPoolConfig, NetworkConfig, SystemNodesConfig
+from typing import Optional, Protocol
 
 MAX_PODS_PER_NODE = 110
 """Kubelet's default max pods, which nodeadm keeps for our GPU nodes."""
@@ -45,6 +41,49 @@ WARM_IP_TARGET = 5
 AWS_RESERVED_PER_SUBNET = 5
 RESERVED_SERVICE_IPS = 16
 """EFS mount targets, FSx ENIs, load-balancer nodes and headroom."""
+
+
+# What the IP budget reads from the config and the catalog, as structural types: this module
+# imports nothing of components/ (components/config.py imports it to validate a stack).
+class PoolLike(Protocol):
+    """A GPU pool (components.config.GpuPoolConfig)."""
+
+    @property
+    def availability_zones(self) -> Sequence[str]: ...
+    @property
+    def instance_types(self) -> Sequence[str]: ...
+    @property
+    def max_size(self) -> int: ...
+    @property
+    def efa(self) -> bool: ...
+    @property
+    def efa_layout(self) -> str: ...
+
+
+class SystemNodesLike(Protocol):
+    """The system node group (components.config.SystemNodesConfig)."""
+
+    @property
+    def max_size(self) -> int: ...
+
+
+class NetworkLike(Protocol):
+    """The network section (components.config.NetworkConfig)."""
+
+    @property
+    def interface_endpoints(self) -> Sequence[str]: ...
+
+
+class InstanceLike(Protocol):
+    @property
+    def max_efa(self) -> int: ...
+
+
+class CatalogLike(Protocol):
+    """The instance catalog (components.catalog.Catalog)."""
+
+    def knows(self, name: str) -> bool: ...
+    def get(self, name: str) -> InstanceLike: ...
 
 
 @dataclass(frozen=True)
@@ -115,8 +154,8 @@ def ip_bearing_interfaces(max_efa: int, efa: bool, layout: str) -> int:
     return max_efa
 
 
-def ips_needed_in_az(az: str, pools: Iterable[GpuPoolConfig], system: SystemNodesConfig,
-                     network: NetworkConfig, catalog: Catalog) -> int:
+def ips_needed_in_az(az: str, pools: Iterable[PoolLike], system: SystemNodesLike,
+                     network: NetworkLike, catalog: CatalogLike) -> int:
     need = system.max_size * ips_per_node() + len(network.interface_endpoints) + \
         RESERVED_SERVICE_IPS
     for p in pools:

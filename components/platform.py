@@ -11,7 +11,9 @@ from components.config import StackConfig
 from components.device_plugins import DevicePlugins, DevicePluginsArgs
 from components.gpu_pool import GpuPool, GpuPoolArgs
 from components.identity import ClusterAttachment
+from components.karpenter import Karpenter, KarpenterArgs
 from components.kubeflow import Kubeflow, KubeflowArgs
+from components.kueue import Kueue, KueueArgs, quota_plan
 from components.monitoring import Monitoring, MonitoringArgs
 from components.network import Network, NetworkArgs
 from components.storage import Storage, StorageArgs, fsx_availability_zone, gpu_availability_zones
@@ -37,6 +39,7 @@ class Platform(pulumi.ComponentResource):
         self._create_storage(name)
         self._create_monitoring(name)
         self._create_kubeflow(name)
+        self._create_kueue(name)
 
         self.register_outputs(self._outputs)
 
@@ -48,8 +51,8 @@ class Platform(pulumi.ComponentResource):
             config=config.cluster, cluster_name=f"{name}-{config.stack}", vpc_id=net.vpc_id,
             subnet_ids=list(net.private_subnet_ids.values()), region=config.region,
             tags=config.tags), child)
-        self.gpu_pools: dict[str, GpuPool] = {}
-        for pool in config.gpu_pools:
+        self.gpu_pools: dict[str, GpuPool] = {}  # managed pools; Karpenter's: _create_karpenter
+        for pool in (p for p in config.gpu_pools if not p.karpenter):
             self.gpu_pools[pool.name] = GpuPool(f"{name}-pool-{pool.name}", GpuPoolArgs(
                 config=pool, cluster_name=self.cluster.name,
                 kubernetes_version=self.cluster.kubernetes_version,
@@ -63,22 +66,41 @@ class Platform(pulumi.ComponentResource):
         # must not hold back the whole platform. Teardown still deletes every Kubernetes object
         # before the cluster and the system nodes (docs/operations.md "Teardown order").
         self.k8s_dependencies = list(self.cluster.k8s_dependencies)
+        self._create_karpenter(name)
         self.teams = Teams(f"{name}-teams", TeamsArgs(
             config.teams, self.cluster.k8s_provider, self.k8s_dependencies,
-            gpu_pools=config.gpu_pools), child)
+            gpu_pools=config.gpu_pools, gpu_ceilings=self._queue_ceilings()), child)
         self.device_plugins = DevicePlugins(f"{name}-device-plugins", DevicePluginsArgs(
             provider=self.cluster.k8s_provider, pools=config.gpu_pools,
             depends_on=self.k8s_dependencies), child)
         self._outputs.update(
             clusterName=self.cluster.name,
             clusterEndpoint=self.cluster.endpoint,
-            gpuPools={p.name: {"nodeGroupName": self.gpu_pools[p.name].node_group.node_group_name,
+            gpuPools={p.name: {"nodeGroupName": self.gpu_pools[p.name].node_group.node_group_name
+                               if not p.karpenter else None,
+                               "nodePoolName": self.karpenter.node_pool_names[p.name]
+                               if p.karpenter else None,
+                               "provisioner": p.provisioner,
                                "instanceTypes": list(p.instance_types),
                                "capacityType": p.capacity_type,
                                "availabilityZones": list(p.availability_zones),
                                "efa": p.efa}
                       for p in config.gpu_pools},
         )
+
+    # -- Karpenter: the controller, its identities, the interruption queue, NodePools ----------
+    def _create_karpenter(self, name: str) -> None:
+        config, net = self.config, self.network
+        self.karpenter = None
+        if not any(p.karpenter for p in config.gpu_pools):
+            return
+        self.karpenter = Karpenter(f"{name}-karpenter", KarpenterArgs(
+            pools=config.gpu_pools, cluster_name=self.cluster.name,
+            provider=self.cluster.k8s_provider, subnet_ids=net.private_subnet_ids,
+            cluster_security_group_id=self.cluster.cluster_security_group_id,
+            efa_security_group_id=net.efa_security_group_id, tags=config.tags,
+            depends_on=self.k8s_dependencies), pulumi.ResourceOptions(parent=self))
+        self._outputs.update(karpenterInterruptionQueue=self.karpenter.queue.name)
 
     # -- storage (S3, EFS, FSx, Pod Identity) -------------------------------------------------
     def _create_storage(self, name: str) -> None:
@@ -121,6 +143,30 @@ class Platform(pulumi.ComponentResource):
             gpu_pools=config.gpu_pools, depends_on=self.k8s_dependencies),
             pulumi.ResourceOptions(parent=self))
         self._outputs.update(trainingRuntimes=dict(self.kubeflow.runtime_names))
+
+    # -- Kueue: flavors per pool, a ClusterQueue per team, a LocalQueue per team namespace -------
+    def _kueue_enabled(self) -> bool:
+        # Kueue queues TrainJobs (and JobSets): their CRDs come with the Kubeflow Trainer.
+        return self.config.kubeflow.enabled
+
+    def _queue_ceilings(self) -> dict[str, dict[str, int]]:
+        """What each team's ClusterQueue can admit: its ResourceQuota must not be lower."""
+        if not self._kueue_enabled():
+            return {}
+        return quota_plan(self.config.teams, self.config.gpu_pools).ceilings()
+
+    def _create_kueue(self, name: str) -> None:
+        config = self.config
+        self.kueue = None
+        if not self._kueue_enabled():
+            return
+        self.kueue = Kueue(f"{name}-kueue", KueueArgs(
+            provider=self.cluster.k8s_provider, teams=config.teams, gpu_pools=config.gpu_pools,
+            team_namespaces=dict(self.teams.namespaces), depends_on=self.k8s_dependencies,
+            integrations=[self.kubeflow.trainer] if self.kubeflow else []),
+            pulumi.ResourceOptions(parent=self))
+        self._outputs.update(localQueue=self.kueue.local_queue,
+                             clusterQueues=dict(self.kueue.cluster_queue_names))
 
     def stack_outputs(self) -> dict[str, Any]:
         return dict(self._outputs)

@@ -4,8 +4,10 @@ Per team:
 - the Namespace, with Pod Security Admission labels (`baseline` enforced, `restricted` audited
   and warned: training pods need huge pages, shared memory and EFA devices, none of which
   `baseline` forbids, but training images usually run as root, which `restricted` does);
-- a ResourceQuota capping the accelerators the namespace may request at once (`gpuQuota`; the
-  config refuses a quota below one node of every pool, since TrainJobs take whole nodes);
+- a ResourceQuota capping the accelerators the namespace may request at once: `gpuQuota` without
+  Kueue; with Kueue, what the team's ClusterQueue can admit at most (`gpu_ceilings`: nominal quota
+  plus borrowing limit, components/kueue.py), never less, or pods Kueue admitted would be refused
+  (the config refuses a gpuQuota below one node of every pool, since TrainJobs take whole nodes);
 - a LimitRange giving containers without requests a small default, and capping a container's
   accelerators at the largest node's count (a typo'd 16 on 8-GPU nodes is refused at admission
   instead of pending forever). It sets no default *limits*: a default memory limit would be
@@ -21,7 +23,7 @@ Per team:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -32,7 +34,7 @@ from components import netpol
 from components.catalog import Catalog, load_catalog
 from components.config import GpuPoolConfig, TeamConfig
 from components.k8s_names import GPU_RESOURCE, SYSTEM_NAMESPACES, TRAINING_SERVICE_ACCOUNT
-from trainyard.jobspec import exporter
+from components.trainjob import exporter
 
 TEAM_LABEL = "trainyard.io/team"
 POD_IDENTITY_AGENT = "169.254.170.23/32"
@@ -55,6 +57,10 @@ class TeamsArgs:
     """Namespace allowed to scrape training pods. Default `monitoring`."""
     catalog: Optional[Catalog] = None
     """Instance catalog. Default: components/data/instances.yaml."""
+    gpu_ceilings: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+    """Team -> accelerator resource -> the most its Kueue ClusterQueue can admit
+    (kueue.QuotaPlan.ceilings()): the ResourceQuota's value for that resource. Default: none
+    (no Kueue), the quota is the team's gpuQuota."""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -81,9 +87,13 @@ def max_accelerators_per_node(pools: Sequence[GpuPoolConfig], catalog: Catalog) 
     return out
 
 
-def quota_hard(team: TeamConfig, resources: Sequence[str]) -> dict[str, str]:
-    """ResourceQuota `hard`: extended resources can only be capped on requests."""
-    return {f"requests.{r}": str(team.gpu_quota) for r in sorted(set(resources))}
+def quota_hard(team: TeamConfig, resources: Sequence[str],
+               ceiling: Optional[Mapping[str, int]] = None) -> dict[str, str]:
+    """ResourceQuota `hard`: extended resources can only be capped on requests. `ceiling`
+    (resource -> count) replaces gpuQuota where Kueue may admit more (borrowed quota)."""
+    ceiling = ceiling or {}
+    return {f"requests.{r}": str(max(team.gpu_quota, ceiling.get(r, 0)))
+            for r in sorted(set(resources))}
 
 
 def limit_range_limits(max_per_node: dict[str, int]) -> list[dict]:
@@ -152,7 +162,8 @@ class Teams(pulumi.ComponentResource):
         self.quotas[team.name] = k8s.core.v1.ResourceQuota(
             f"{name}-{team.name}-gpu-quota",
             metadata=self._meta("gpu-quota", team),
-            spec=k8s.core.v1.ResourceQuotaSpecArgs(hard=quota_hard(team, self._resources)),
+            spec=k8s.core.v1.ResourceQuotaSpecArgs(hard=quota_hard(
+                team, self._resources, self._args.gpu_ceilings.get(team.name))),
             opts=self._opts(ns))
         k8s.core.v1.LimitRange(
             f"{name}-{team.name}-limits",

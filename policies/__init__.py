@@ -11,8 +11,10 @@ from . import (
     cluster,
     compute,
     iam,
+    karpenter,
     kubernetes,
     network,
+    queues,
     readiness,
     schedulability,
     storage,
@@ -39,7 +41,8 @@ BY_FAMILY = {
     "kubernetes": _collect(kubernetes),
     "tagging-cost": _collect(tagging),
     "supply-chain": _collect(supply_chain),
-    "readiness": _collect(readiness) + _collect(schedulability),
+    "readiness": _collect(readiness) + _collect(karpenter) + _collect(queues)
+    + _collect(schedulability),
 }
 # Modules import each other's helpers, never each other's policies: each policy belongs to the
 # module that declares it.

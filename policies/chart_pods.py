@@ -310,6 +310,37 @@ CHARTS: dict[str, tuple[Workload, ...]] = {
                  **_std("jobset.controller", res={"requests": {"cpu": "500m", "memory": "128Mi"},
                                                   "limits": {"cpu": "2", "memory": "4Gi"}})),
     ),
+    # aws/karpenter-provider-aws charts/karpenter values.yaml (the keys below are unchanged from
+    # the 0.3x charts through the 1.x line; the v1.14 getting-started guide sets
+    # controller.resources): one Deployment (2 replicas, hostname anti-affinity), nodeSelector
+    # kubernetes.io/os linux, CriticalAddonsOnly tolerated, and a required node affinity keeping
+    # it off nodes Karpenter itself made (karpenter.sh/nodepool DoesNotExist).
+    "karpenter": (
+        Workload("karpenter", "Deployment", node_selector=Setting("nodeSelector", dict(LINUX)),
+                 tolerations=Setting("tolerations", [CRITICAL]),
+                 affinity=Setting("affinity", {
+                     **_required({"key": "karpenter.sh/nodepool", "operator": "DoesNotExist"}),
+                     "podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+                         {"topologyKey": "kubernetes.io/hostname"}]}}),
+                 resources=Setting("controller.resources", {})),
+    ),
+    # kubernetes-sigs/kueue charts/kueue values.yaml and templates/manager/manager.yaml (0.1x to
+    # 0.20): one Deployment; nodeSelector, tolerations and (0.20) affinity under
+    # controllerManager, default none; resources under controllerManager.manager (requests
+    # 500m / 512Mi, limits 2 / 512Mi). KueueViz (two more Deployments) only with enableKueueViz.
+    "kueue": (
+        Workload("kueue-controller-manager", "Deployment",
+                 node_selector=Setting("controllerManager.nodeSelector", {}),
+                 tolerations=Setting("controllerManager.tolerations", []),
+                 affinity=Setting("controllerManager.affinity", {}),
+                 resources=Setting("controllerManager.manager.resources", {
+                     "requests": {"cpu": "500m", "memory": "512Mi"},
+                     "limits": {"cpu": "2", "memory": "512Mi"}})),
+        Workload("kueueviz-backend", "Deployment", enabled=Setting("enableKueueViz", False),
+                 **_std("kueueViz.backend")),
+        Workload("kueueviz-frontend", "Deployment", enabled=Setting("enableKueueViz", False),
+                 **_std("kueueViz.frontend")),
+    ),
 }
 
 # ----------------------------------------------------------------------------------------------

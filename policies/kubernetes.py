@@ -43,6 +43,7 @@ CLUSTER_SCOPED = {
     "ValidatingWebhookConfiguration", "MutatingWebhookConfiguration", "APIService", "CSIDriver",
     "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding", "ClusterTrainingRuntime",
     "ClusterIssuer", "NodePool", "EC2NodeClass", "NodeClass",
+    "ResourceFlavor", "ClusterQueue", "Cohort", "WorkloadPriorityClass",  # Kueue
 }
 # Pulumi-only component types that live under `kubernetes:` but are not API objects.
 NOT_API_OBJECTS = ("kubernetes:helm.sh/", "kubernetes:yaml", "kubernetes:kustomize")

@@ -19,7 +19,6 @@ from typing import Any, NamedTuple, Optional
 from pulumi_policy import Severity
 
 from .common import (
-    ADVISORY,
     MANDATORY,
     Refs,
     Stack,
@@ -498,7 +497,7 @@ def _autoscaler_reason(stack: Stack, ng, releases) -> Optional[str]:
     description="Every node pool that starts at zero nodes has something that scales it up: "
                 "Karpenter with a NodePool for the pool, or cluster-autoscaler that can build "
                 "its template while it is empty.",
-    family="readiness", level=ADVISORY, severity=Severity.MEDIUM, gpu=True,
+    family="readiness", level=MANDATORY, severity=Severity.MEDIUM, gpu=True,
     refs=Refs(other=("karpenter-docs:nodepools", "cluster-autoscaler:aws-scaling-from-zero",
                      "aws-docs:managed-node-groups")),
     remediation="Install Karpenter (chart karpenter) with a karpenter.sh/v1 NodePool whose "

@@ -123,13 +123,16 @@ class Pool:
 
 
 def _shape(instance_type: str, efa: Optional[int], karpenter: bool,
-           overhead: Fraction = VM_MEMORY_OVERHEAD) -> Optional[NodeShape]:
+           overhead: Fraction = VM_MEMORY_OVERHEAD,
+           max_pods: Optional[int] = None) -> Optional[NodeShape]:
+    """`max_pods`: the kubelet's maxPods where the plan sets it (an EC2NodeClass's
+    spec.kubelet.maxPods); else the bound for the provisioner."""
     spec = facts.lookup(instance_type)
     if spec is None:
         return None
     return NodeShape(instance_type, spec.vcpus, spec.memory_gib, spec.gpus, spec.vendor,
-                     spec.max_efa if efa is None else efa, max_pods_bound(spec.vcpus, karpenter),
-                     overhead)
+                     spec.max_efa if efa is None else efa,
+                     max_pods or max_pods_bound(spec.vcpus, karpenter), overhead)
 
 
 def _one(value: Any) -> frozenset:
@@ -137,12 +140,12 @@ def _one(value: Any) -> frozenset:
 
 
 def _variants(base: dict, types: Sequence[str], efa: Optional[int], karpenter: bool,
-              overhead: Fraction) -> list:
+              overhead: Fraction, max_pods: Optional[int] = None) -> list:
     if not types:
         return [Variant("(unknown type)", dict(base), None)]
     return [Variant(t, {**base, "node.kubernetes.io/instance-type": _one(t),
                         "beta.kubernetes.io/instance-type": _one(t)},
-                    _shape(t, efa, karpenter, overhead)) for t in types]
+                    _shape(t, efa, karpenter, overhead, max_pods)) for t in types]
 
 
 def _finish(pool: Pool, labels: Mapping, types: Sequence[str], ami: str = "") -> Pool:
@@ -205,13 +208,17 @@ def _node_pool(np, classes: Sequence, overhead: Fraction) -> Pool:
     # EFA: the EC2NodeClass's interfaces when it lists them, else Karpenter attaches the type's
     # maximum to EFA-requesting pods' nodes; only on pools labelled for EFA.
     ref = (spec.get("nodeClassRef") or {}).get("name")
-    nics = [n for c in classes if get(c.props, "metadata.name") == ref
-            for n in items(get(c.props, "spec.networkInterfaces"))]
+    mine = [c for c in classes if get(c.props, "metadata.name") == ref]
+    nics = [n for c in mine for n in items(get(c.props, "spec.networkInterfaces"))]
+    max_pods = next((int(v) for c in mine
+                     if isinstance(v := get(c.props, "spec.kubelet.maxPods"), (int, float))
+                     and not isinstance(v, bool)), None)
     efa_pool = str(labels.get("trainyard.io/efa")) == "true"
     efa = sum(1 for n in nics if get(n, "interfaceType") in EFA_TYPES) if nics else \
         (None if efa_pool else 0)
     taints = tuple(taint_of(t) for t in spec.get("taints") or [])
-    pool = Pool(str(name), np.urn, taints, _variants(base, types, efa, True, overhead),
+    pool = Pool(str(name), np.urn, taints,
+                _variants(base, types, efa, True, overhead, max_pods),
                 efa=efa is None or efa > 0)
     return _finish(pool, labels, types)
 

@@ -24,6 +24,7 @@ from .common import (
     tags_of,
 )
 from .compute import LT, NODE_GROUP, launch_template_of, node_group_types
+from .readiness import KARPENTER_NODEPOOL as NODEPOOL
 
 # Types in this platform that take `tags` (pulumi-aws v7). tests/policies checks each against the
 # installed provider SDK. Anything else with a `tags` input is checked too.
@@ -89,18 +90,39 @@ def required_tags(args, cfg, report):
 
 
 def _pool_facts(stack: Stack):
+    """(resource, instance types, facts per type, max nodes, on-demand?) of every GPU-capable
+    pool: managed node groups at scalingConfig.maxSize, Karpenter NodePools at the most nodes
+    their limits allow."""
     lts = stack.of(LT)
     for ng in stack.of(NODE_GROUP):
         lt = launch_template_of(stack, ng, lts)
         types = node_group_types(ng.props, lt.props if lt is not None else None)
         specs = [facts.lookup(t) for t in types]
-        yield ng, types, specs
+        yield ng, types, specs, as_int(get(ng.props, "scalingConfig.maxSize"), 0) or 0, \
+            get(ng.props, "capacityType", "ON_DEMAND") in ("ON_DEMAND", "CAPACITY_BLOCK")
+    for np in stack.of(NODEPOOL):
+        spec = plain(get(np.props, "spec")) or {}
+        reqs = {r.get("key"): list(r.get("values") or []) for r in
+                ((spec.get("template") or {}).get("spec") or {}).get("requirements") or []
+                if isinstance(r, dict) and r.get("operator") == "In"}
+        types = [str(t) for t in reqs.get("node.kubernetes.io/instance-type") or []]
+        specs = [facts.lookup(t) for t in types]
+        known = [x for x in specs if x is not None]
+        limits = spec.get("limits") or {}
+        bounds = [int(float(str(limits[key]))) // per for key, per in (
+            ("nvidia.com/gpu", max((x.gpus for x in known), default=0)),
+            ("aws.amazon.com/neuron", max((x.gpus for x in known), default=0)),
+            ("cpu", max((x.vcpus for x in known), default=0)))
+            if key in limits and per and str(limits[key]).replace(".", "", 1).isdigit()]
+        # No limit: Karpenter would launch without bound; count it as unbounded (reported).
+        yield np, types, specs, min(bounds) if bounds else None, \
+            any(v != "spot" for v in reqs.get("karpenter.sh/capacity-type") or ["on-demand"])
 
 
 @stack_rule(
     name="gpu-budget",
-    description="GPU node groups at maximum size stay within the environment's GPU count and "
-                "on-demand $/hour budget.",
+    description="GPU pools at maximum size (node groups' maxSize, Karpenter NodePools' limits) "
+                "stay within the environment's GPU count and on-demand $/hour budget.",
     family="tagging-cost", level=MANDATORY, severity=Severity.HIGH, gpu=True,
     refs=Refs(other=("trainyard:gpu-budget", "aws-quota:L-417A185B", "aws-quota:L-7212CCBC")),
     config=schema(
@@ -113,12 +135,16 @@ def _pool_facts(stack: Stack):
                 "policies/config/<env>.json after approval.")
 def gpu_budget(stack: Stack, cfg, report):
     total_gpus, total_usd, pools, biggest = 0, 0.0, [], None
-    for ng, types, specs in _pool_facts(stack):
-        max_size = as_int(get(ng.props, "scalingConfig.maxSize"), 0) or 0
+    for ng, types, specs, max_size, on_demand in _pool_facts(stack):
+        if max_size is None:
+            if any(facts.vendor_of(t) for t in types):
+                report(f"NodePool {short(ng.urn)} has no accelerator or cpu limit: Karpenter "
+                       "can grow it without bound; set spec.limits.", ng.urn)
+            continue
         if any(s is None for s in specs):
             if any(facts.vendor_of(t) for t in types):
                 unknown = [t for t, s in zip(types, specs, strict=True) if s is None]
-                report(f"node group {short(ng.urn)} uses {', '.join(unknown)}, unknown to the "
+                report(f"pool {short(ng.urn)} uses {', '.join(unknown)}, unknown to the "
                        "pack's facts (policies/facts.py): the GPU budget cannot be checked.",
                        ng.urn)
             continue
@@ -127,7 +153,7 @@ def gpu_budget(stack: Stack, cfg, report):
             continue
         n_gpus = gpus * max_size
         usd = 0.0
-        if get(ng.props, "capacityType", "ON_DEMAND") in ("ON_DEMAND", "CAPACITY_BLOCK"):
+        if on_demand:
             usd = max(s.price for s in specs) * max_size
         total_gpus += n_gpus
         total_usd += usd
@@ -137,7 +163,7 @@ def gpu_budget(stack: Stack, cfg, report):
     if biggest is None:
         return
     if total_gpus > int(cfg["maxGpus"]):
-        report(f"GPU node groups can reach {total_gpus} GPUs, over this environment's budget of "
+        report(f"GPU pools can reach {total_gpus} GPUs, over this environment's budget of "
                f"{int(cfg['maxGpus'])} ({'; '.join(pools)}): lower max sizes or raise maxGpus.",
                biggest[1])
     if total_usd > float(cfg["maxOnDemandUsdPerHour"]):

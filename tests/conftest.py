@@ -17,6 +17,32 @@ def _plan(stack: str) -> dict:
     return synthesize(stack)
 
 
+@functools.cache
+def _managed_plan(stack: str) -> dict:
+    """`stack` with every GPU pool a managed node group (`provisioner: managed`): the node-group
+    path of elastic pools (EFA launch templates, placement groups, Spot node groups) stays
+    tested although the committed stacks give those pools to Karpenter."""
+    import tempfile
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    raw = yaml.safe_load((root / "stacks" / f"Pulumi.{stack}.yaml").read_text())
+    for pool in raw["config"]["trainyard:gpuPools"]:
+        pool["provisioner"] = "managed"
+    path = Path(tempfile.mkdtemp(prefix="trainyard-managed-")) / f"Pulumi.{stack}.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return synthesize(stack, path)
+
+
+@pytest.fixture(scope="session")
+def managed_plan_for():
+    """`managed_plan_for("prod")` -> a private copy of the stack planned with every GPU pool a
+    managed node group."""
+    return lambda stack: copy.deepcopy(_managed_plan(stack))
+
+
 @pytest.fixture(scope="session")
 def plan_for():
     """`plan_for("prod")` -> a private deep copy of that stack's synthesized plan."""

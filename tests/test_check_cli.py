@@ -251,14 +251,16 @@ INJECTIONS = [_imdsv1, _bucket_unencrypted, _efa_interface_missing, _open_ssh, _
               _flow_log_removed, _kms_rotation_off, _placement_group_on_capacity_block]
 
 
+# Prod with its elastic pools as managed node groups: several injections break an elastic
+# EFA pool's node group or launch template (the committed prod gives those pools to Karpenter).
 @pytest.fixture(scope="module")
-def prod_baseline(plan_for):
-    return _mandatory(_check(plan_for("prod")))
+def prod_baseline(managed_plan_for):
+    return _mandatory(_check(managed_plan_for("prod")))
 
 
 @pytest.mark.parametrize("inject", INJECTIONS, ids=lambda f: f.__name__.strip("_"))
-def test_injected_misconfiguration_is_caught_at_its_urn(plan_for, prod_baseline, inject):
-    plan = plan_for("prod")
+def test_injected_misconfiguration_is_caught_at_its_urn(managed_plan_for, prod_baseline, inject):
+    plan = managed_plan_for("prod")
     policy, urn = inject(plan)
     assert (policy, urn) not in prod_baseline
     report = _check(plan)

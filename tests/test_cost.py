@@ -328,3 +328,67 @@ def test_prod_plan_costs_its_reserved_pools_without_spot(plan_for):
     assert fixed["KMS customer managed key"]["count"] >= 1
     assert fixed["EBS gp3 persistent volumes (charts)"]["count"] >= 500  # prometheusStorageGiB
     assert not est["warnings"]
+
+
+# ----------------------------------------------------------------------------------------------
+# Karpenter pools: no standing nodes, max from the NodePool's limits, EBS from the EC2NodeClass
+# ----------------------------------------------------------------------------------------------
+def nodepool(name, types, market, limits, volume="200Gi"):
+    spec = {"template": {"metadata": {"labels": {"trainyard.io/pool": name}}, "spec": {
+        "nodeClassRef": {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": name},
+        "requirements": [
+            {"key": "node.kubernetes.io/instance-type", "operator": "In", "values": types},
+            {"key": "karpenter.sh/capacity-type", "operator": "In", "values": [market]}]}},
+        "limits": limits}
+    np = R("kubernetes:karpenter.sh/v1:NodePool", f"{name}-nodepool",
+           {"apiVersion": "karpenter.sh/v1", "kind": "NodePool", "metadata": {"name": name},
+            "spec": spec})
+    nc = R("kubernetes:karpenter.k8s.aws/v1:EC2NodeClass", f"{name}-nodeclass",
+           {"apiVersion": "karpenter.k8s.aws/v1", "kind": "EC2NodeClass",
+            "metadata": {"name": name},
+            "spec": {"blockDeviceMappings": [{"deviceName": "/dev/xvda", "ebs": {
+                "volumeSize": volume, "volumeType": "gp3", "encrypted": True}}]}})
+    return [np, nc]
+
+
+KPLAN = {"project": "trainyard", "stack": "t", "outputs": {}, "resources": [
+    R("aws:eks/cluster:Cluster", "eks", {"version": "1.36"}),
+    *nodepool("g-spot", ["g5.48xlarge", "g6.48xlarge"], "spot",
+              {"nvidia.com/gpu": "64", "cpu": "1536"}),
+    *nodepool("a100", ["p4d.24xlarge"], "on-demand", {"nvidia.com/gpu": "32", "cpu": "384"},
+              volume="1Ti"),
+]}
+
+
+def test_karpenter_pools_have_no_standing_nodes_and_their_limits_as_max():
+    est = estimate(KPLAN, CAT)
+    pools = {p["pool"]: p for p in est["pools"]}
+    g, a = pools["g-spot"], pools["a100"]
+    assert g["provisioner"] == a["provisioner"] == "karpenter"
+    assert g["sizes"] == {"min": 0, "desired": 0, "max": 8}
+    assert a["sizes"] == {"min": 0, "desired": 0, "max": 4}
+    assert (g["capacity_type"], a["capacity_type"]) == ("SPOT", "ON_DEMAND")
+    assert g["gpus"]["max"] == 64 and a["gpus"]["max"] == 32
+    p4d = CAT.get("p4d.24xlarge").price_per_hour
+    assert a["hourly"]["max"]["effective"] == approx(4 * p4d)
+    assert a["hourly"]["desired"]["effective"] == 0
+    assert (g["root_volume_gib"], a["root_volume_gib"]) == (200, 1024)
+    assert est["monthly_total"] == est["totals"]["desired"]["monthly"]
+    assert est["totals"]["max"]["gpus"] == 96
+
+
+def test_karpenter_pool_with_an_unreadable_volume_size_exits_2(tmp_path, capsys):
+    plan = json.loads(json.dumps(KPLAN))
+    plan["resources"][2]["inputs"]["spec"]["blockDeviceMappings"][0]["ebs"]["volumeSize"] = "big"
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps(plan))
+    assert main(["cost", "--plan", str(path)]) == 2
+    assert "volumeSize \"big\" is not a size like 200Gi" in capsys.readouterr().err
+
+
+def test_prod_plan_costs_its_karpenter_pools(plan_for):
+    pools = {p["pool"]: p for p in estimate(plan_for("prod"), CAT)["pools"]}
+    assert {n for n, p in pools.items() if p["provisioner"] == "karpenter"} == \
+        {"a100", "g-spot", "eval-spot"}
+    assert pools["a100"]["sizes"] == {"min": 0, "desired": 0, "max": 16}
+    assert pools["h100"]["provisioner"] == "managed"

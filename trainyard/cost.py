@@ -3,10 +3,12 @@
     trainyard cost --stack prod [--json cost.json]
     trainyard cost --plan plan.json [--efs-gib 500] [--live-spot]
 
-Prices every node group at its min, desired and max size at its own capacity type (one table:
-pool x min / desired / max), with the other market beside it where there is one (Spot for an
-on-demand pool, on-demand for a Spot pool; none for Capacity Block and ODCR pools, which are
-never Spot). Adds each node's root volume (EBS, from the launch templates) and the fixed costs
+Prices every node pool (EKS managed node groups at their scaling config; Karpenter NodePools at
+0 / 0 / the most nodes their limits allow) at its min, desired and max size at its own capacity
+type (one table: pool x min / desired / max), with the other market beside it where there is
+one (Spot for an on-demand pool, on-demand for a Spot pool; none for Capacity Block and ODCR
+pools, which are never Spot). Adds each node's root volume (EBS, from the launch templates and
+EC2NodeClasses) and the fixed costs
 in the plan: EKS control planes, NAT gateways, interface endpoints per AZ, FSx for Lustre
 storage, KMS customer managed keys, the persistent volumes charts ask for (Prometheus,
 Alertmanager, Grafana: EBS gp3) and EFS storage at an assumed size. Reports a blended
@@ -43,7 +45,13 @@ from typing import Any, Optional
 
 from trainyard import outfile
 from trainyard.errors import UsageError
-from trainyard.plan import add_plan_source_args, node_group_types
+from trainyard.plan import (
+    NODE_CLASS,
+    NODE_POOL,
+    add_plan_source_args,
+    karpenter_pool,
+    node_group_types,
+)
 
 NODE_GROUP = "aws:eks/nodeGroup:NodeGroup"
 LAUNCH_TEMPLATE = "aws:ec2/launchTemplate:LaunchTemplate"
@@ -217,28 +225,76 @@ def _ebs_month(catalog, gib: float, volume_type: str, what: str, warnings: list)
     return gib * list_price(catalog, key).usd
 
 
+def _specs(types: list[str], what: str, catalog) -> list:
+    if not types:
+        raise UsageError(f"{what}: no instanceTypes (nor a launch template instanceType) to "
+                         "price")
+    for t in types:
+        if not catalog.knows(t):
+            raise UsageError(f"{what}: instance type {t!r} is not in the catalog "
+                             "(components/data/instances.yaml); add it to price it")
+    return [catalog.get(t) for t in types]
+
+
 def _pool(r: dict, lts: dict, catalog, spot: SpotPrice, prices: list, warnings: list) -> dict:
+    """A managed node group at its scaling config."""
     inp = _inputs(r)
     lt_ref = inp.get("launchTemplate") or {}
     lt = lts.get(lt_ref.get("id")) or lts.get(lt_ref.get("name")) if isinstance(lt_ref, dict) else None
     types = node_group_types(r, lt)
-    if not types:
-        raise UsageError(f"node group {r['name']}: no instanceTypes (nor a launch template "
-                         "instanceType) to price")
-    specs = []
-    for t in types:
-        if not catalog.knows(t):
-            raise UsageError(f"node group {r['name']}: instance type {t!r} is not in the "
-                             "catalog (components/data/instances.yaml); add it to price it")
-        specs.append(catalog.get(t))
+    specs = _specs(types, f"node group {r['name']}", catalog)
     sc = inp.get("scalingConfig") or {}
     sizes = {s: _int(sc.get(f"{s}Size", 0), f"node group {r['name']}: scalingConfig.{s}Size")
              for s in SIZES}
-    capacity = inp.get("capacityType") or "ON_DEMAND"
-    reservation = reservation_of(r, lt)
-    spot_possible = reservation is None
     label = (inp.get("labels") or {}).get("trainyard.io/pool")
+    volumes = root_volumes(r, lt)
+    if not volumes:
+        warnings.append(f"node group {label or r['name']}: the plan gives no root volume size "
+                        "(no launch template block device, no diskSize); its EBS is not counted")
+    return _priced(r, label, types, specs, inp.get("capacityType") or "ON_DEMAND",
+                   reservation_of(r, lt), sizes, volumes, "managed", catalog, spot, prices,
+                   warnings)
 
+
+def _volume_gib(size: Any, what: str) -> int:
+    """An EC2NodeClass volumeSize (`200Gi`, `1Ti`, `100G`) in GiB."""
+    text = str(size)
+    for suffix, factor in (("Ti", 1024), ("Gi", 1), ("T", 1000 ** 4 / 1024 ** 3),
+                           ("G", 1000 ** 3 / 1024 ** 3)):
+        if text.endswith(suffix):
+            try:
+                return math.ceil(float(text[:-len(suffix)]) * factor)
+            except ValueError:
+                break
+    raise UsageError(f"{what}: volumeSize {json.dumps(size)} is not a size like 200Gi")
+
+
+def _nodepool(r: dict, classes: dict, catalog, spot: SpotPrice, prices: list,
+              warnings: list) -> dict:
+    """A Karpenter NodePool: no standing nodes (min and desired 0), max from its limits,
+    root volumes from its EC2NodeClass (trainyard/plan.py reads the same facts)."""
+    pool = karpenter_pool(r, classes, {})
+    what = f"NodePool {pool.label}"
+    specs = _specs(list(pool.instance_types), what, catalog)
+    ref = (((_inputs(r).get("spec") or {}).get("template") or {}).get("spec") or {}) \
+        .get("nodeClassRef", {}).get("name")
+    nc = (_inputs(classes.get(ref) or {}).get("spec")) or {}
+    volumes = [(_volume_gib((m.get("ebs") or {})["volumeSize"], what),
+                str((m.get("ebs") or {}).get("volumeType") or "gp3"))
+               for m in nc.get("blockDeviceMappings") or []
+               if (m.get("ebs") or {}).get("volumeSize") is not None]
+    if not volumes:
+        warnings.append(f"{what}: its EC2NodeClass gives no root volume size; its EBS is not "
+                        "counted")
+    sizes = {"min": 0, "desired": 0, "max": pool.max_size}
+    return _priced(r, pool.label, list(pool.instance_types), specs, pool.capacity_type, None,
+                   sizes, volumes, "karpenter", catalog, spot, prices, warnings)
+
+
+def _priced(r: dict, label: Optional[str], types: list[str], specs: list, capacity: str,
+            reservation: Optional[str], sizes: dict, volumes: list, provisioner: str, catalog,
+            spot: SpotPrice, prices: list, warnings: list) -> dict:
+    spot_possible = reservation is None
     od_by_type = {s.name: s.price_per_hour for s in specs}
     # A diversified pool draws from every type: price it at the mean of its types.
     od = sum(od_by_type.values()) / len(od_by_type)
@@ -260,17 +316,13 @@ def _pool(r: dict, lts: dict, catalog, spot: SpotPrice, prices: list, warnings: 
     monthly = {k: {kind: _round(v * monthly_h, 2) if v is not None else None
                    for kind, v in h.items()} for k, h in hourly.items()}
 
-    volumes = root_volumes(r, lt)
-    if not volumes:
-        warnings.append(f"node group {label or r['name']}: the plan gives no root volume size "
-                        "(no launch template block device, no diskSize); its EBS is not counted")
     root_gib = sum(g for g, _ in volumes)
     per_node_month = sum(_ebs_month(catalog, g, t, f"node group {label or r['name']}", warnings)
                          for g, t in volumes)
     ebs_monthly = {k: _round(per_node_month * n, 2) for k, n in sizes.items()}
     ebs_hourly = {k: _round(per_node_month * n / monthly_h) for k, n in sizes.items()}
     return {
-        "name": r["name"], "pool": label,
+        "name": r["name"], "pool": label, "provisioner": provisioner,
         "urn": r["urn"], "instance_types": types, "capacity_type": capacity,
         "reservation": reservation, "spot_possible": spot_possible,
         "gpus_per_node": gpus, "accelerator": specs[0].gpu_model,
@@ -419,6 +471,10 @@ def estimate(plan: dict, catalog=None, spot: Optional[SpotPrice] = None,
     lts = _launch_templates(plan)
     pools = [_pool(r, lts, catalog, spot, prices, warnings) for r in plan["resources"]
              if r["type"] == NODE_GROUP]
+    classes = {(_inputs(r).get("metadata") or {}).get("name"): r for r in plan["resources"]
+               if r["type"] == NODE_CLASS}
+    pools += [_nodepool(r, classes, catalog, spot, prices, warnings) for r in plan["resources"]
+              if r["type"] == NODE_POOL]
     fixed = _fixed(plan, catalog, efs_gib, warnings)
     hpm = catalog.services["hours_per_month"]
     fixed_hourly = sum(f["hourly"] for f in fixed)
@@ -468,6 +524,8 @@ def estimate(plan: dict, catalog=None, spot: Optional[SpotPrice] = None,
         f"spot: on-demand minus {catalog.services['spot_discount_assumption']:.0%} unless "
         "--live-spot (documented assumption; real spot prices move hourly)",
         "diversified pools are priced at the mean of their instance types",
+        "Karpenter pools (NodePools) keep no standing nodes: min and desired 0, max the most "
+        "nodes their limits allow; their root volumes from their EC2NodeClass",
         "Capacity Block and ODCR pools at the on-demand list price (a block's price is set at "
         "purchase; an ODCR bills on-demand rates whether used or not) and never as Spot",
         f"a month is {hpm:g} hours; totals use each pool's own capacity type, plus each node's "

@@ -506,6 +506,20 @@ def capacity(plan: Optional[dict], catalog) -> Capacity:
     return Capacity(nodes, gpus, efa, tflops, tuple(sorted(set(unknown))))
 
 
+PROVISIONER_NAMES = {"managed": "managed node group", "karpenter": "Karpenter NodePool"}
+
+
+def provisioner_changes(base: Optional[dict], head: Optional[dict]) -> list[tuple[str, str, str]]:
+    """(pool label, base provisioner, head provisioner) for every pool that both plans have,
+    made by a different provisioner (a node group became a NodePool, or back)."""
+    if not base or not head:
+        return []
+    before = {p.label: p.provisioner for p in planned_pools(base)}
+    after = {p.label: p.provisioner for p in planned_pools(head)}
+    return [(label, before[label], after[label]) for label in sorted(before.keys() & after.keys())
+            if before[label] != after[label]]
+
+
 def capacity_delta(base: Capacity, head: Capacity) -> dict:
     return {"nodes": head.nodes - base.nodes, "gpus": head.gpus - base.gpus,
             "efa_interfaces": head.efa_interfaces - base.efa_interfaces,

@@ -1,5 +1,5 @@
 """`trainyard job render`: print (or submit) a Kubeflow TrainJob for a packaged workload on one
-of the stack's GPU pools, built from typed Python (trainyard/jobspec.py): the workload's entry
+of the stack's GPU pools, built from typed Python (components/trainjob.py): the workload's entry
 point and flags, the pool's facts (GPUs and EFA devices per node, huge pages, node count limits),
 the team's shared claims and the checkpoint location from the DEPLOYED stack's outputs.
 
@@ -17,6 +17,13 @@ again points at the same place, so the resubmitted job resumes. The offline plan
 for the outputs: its bucket names are placeholders (trainyard/mocks.py), and a job is refused
 rather than pointed at one. With `--checkpoint-dir` and no `--outputs`, the rest comes from the
 stack config. Bad input exits 2 with one line naming the value.
+
+The job goes on its team's Kueue queue (LocalQueue `gpu` in the team namespace, `--priority`
+one of the WorkloadPriorityClasses, created suspended until Kueue admits it), and a job no
+flavor could ever admit is refused here: more GPUs than the team's gpuQuota, more nodes than
+the pool's maxSize, more GPUs per node than the pool's instance type has. It carries the Spot
+interruption budget (components/trainjob.py `BUDGET`); on a Spot pool, a preset whose estimated
+step + save does not fit it gets a warning on stderr (docs/workloads.md "On the cluster").
 """
 
 from __future__ import annotations
@@ -29,14 +36,49 @@ from typing import Any, Optional
 
 import yaml
 
+from components import trainjob
 from components.config import image_check
-from trainyard import jobspec
+from components.k8s_names import DEFAULT_PRIORITY, PRIORITY_CLASSES
 from trainyard.errors import UsageError
+
+# ----------------------------------------------------------------------------------------------
+# The packaged workloads
+# ----------------------------------------------------------------------------------------------
+WORKLOADS: dict[str, trainjob.Workload] = {
+    "llm": trainjob.Workload(
+        name="llm", module="workloads.llm.train",
+        description="GPT pretraining with FSDP2 (workloads/llm)",
+        defaults={"preset": "125m", "max_steps": 1000, "checkpoint_every": 100, "seed": 0},
+        config_module="workloads.llm.config"),
+    # Synthetic images unless the job passes --data (a throughput/smoke run out of the box);
+    # a ResNet-50 checkpoint is ~0.2 GB and 500 steps take about a minute on A100-class GPUs.
+    "vision": trainjob.Workload(
+        name="vision", module="workloads.vision.train",
+        description="ResNet image classification with DDP and mixed precision (workloads/vision)",
+        defaults={"preset": "resnet50", "max_steps": 1000, "checkpoint_every": 500, "seed": 0},
+        config_module="workloads.vision.config"),
+}
+
+
+def workload_presets(wl: trainjob.Workload) -> list[str]:
+    """Preset names the workload's own config accepts (its torch-free config module)."""
+    import importlib
+
+    return list(importlib.import_module(wl.config_module).PRESETS)
+
+
+def workload(name: str) -> trainjob.Workload:
+    try:
+        return WORKLOADS[name]
+    except KeyError:
+        raise KeyError(f"unknown workload {name!r} (known: {', '.join(sorted(WORKLOADS))})") \
+            from None
+
 
 OUTPUTS_HINT = ("run `pulumi stack output --json > outputs.json` and pass --outputs outputs.json, "
                 "or give --checkpoint-dir")
 """How to get real values, said wherever a job would otherwise point at a placeholder."""
-DEFAULT_PRESETS = ", ".join(f"{w.name} {w.defaults['preset']}" for w in jobspec.WORKLOADS.values())
+DEFAULT_PRESETS = ", ".join(f"{w.name} {w.defaults['preset']}" for w in WORKLOADS.values())
 
 
 def add_parser(sub) -> None:
@@ -54,7 +96,7 @@ def add_parser(sub) -> None:
                     "--json`). A job that would point at a placeholder from the offline plan is "
                     "refused.")
     r.add_argument("workload", metavar="WORKLOAD",
-                   help=f"packaged workload ({', '.join(sorted(jobspec.WORKLOADS))})")
+                   help=f"packaged workload ({', '.join(sorted(WORKLOADS))})")
     g = r.add_mutually_exclusive_group(required=True)
     g.add_argument("--stack", help="stack name: stacks/Pulumi.<NAME>.yaml")
     g.add_argument("--stack-file", type=Path, metavar="PATH", help="any stack config file")
@@ -79,7 +121,10 @@ def add_parser(sub) -> None:
     w.add_argument("--checkpoint-every", type=int, metavar="K")
     w.add_argument("--seed", type=int)
     w.add_argument("--data", help="shard dir or s3://bucket/prefix (default: the workload's)")
-    r.add_argument("--nccl-debug", choices=jobspec.NCCL_DEBUG_LEVELS, default="WARN",
+    r.add_argument("--priority", choices=list(PRIORITY_CLASSES), default=DEFAULT_PRIORITY,
+                   help="Kueue WorkloadPriorityClass: who waits and who is preempted when the "
+                        f"GPUs are short (default {DEFAULT_PRIORITY})")
+    r.add_argument("--nccl-debug", choices=trainjob.NCCL_DEBUG_LEVELS, default="WARN",
                    help="NCCL_DEBUG for this job: INFO while validating a pool (the log shows "
                         "NET/Libfabric, or NET/Socket on a silent fallback to TCP). Default WARN")
     r.add_argument("-o", "--output", choices=("yaml", "json"), default="yaml")
@@ -155,7 +200,7 @@ class Deployed:
     service_account: Optional[str]
 
 
-def deployed(outputs: dict[str, Any], where: str, facts: jobspec.PoolFacts) -> Deployed:
+def deployed(outputs: dict[str, Any], where: str, facts: trainjob.PoolFacts) -> Deployed:
     runtimes = deployed_value(outputs, "trainingRuntimes", where)
     if not isinstance(runtimes, dict):
         raise UsageError(f"{where}: `trainingRuntimes` must map pool names to runtime names")
@@ -163,14 +208,14 @@ def deployed(outputs: dict[str, Any], where: str, facts: jobspec.PoolFacts) -> D
         raise UsageError(f"--pool {facts.name}: the deployed stack has no runtime for it "
                          f"(trainingRuntimes: {', '.join(sorted(runtimes)) or 'none'}); deploy "
                          "the stack config first (`pulumi up`)")
-    expected = jobspec.runtime_name(facts)
+    expected = trainjob.runtime_name(facts)
     if runtimes[facts.name] != expected:
         raise UsageError(f"--pool {facts.name}: the deployed runtime is "
                          f"{runtimes[facts.name]!r} but the stack config gives {expected!r}: the "
                          "config changed since the last deploy; deploy it first (`pulumi up`)")
     claims = {}
-    for key, mount in (("sharedClaimName", jobspec.SHARED_MOUNT),
-                       ("fsxClaimName", jobspec.FSX_MOUNT)):
+    for key, mount in (("sharedClaimName", trainjob.SHARED_MOUNT),
+                       ("fsxClaimName", trainjob.FSX_MOUNT)):
         if outputs.get(key):
             claims[str(deployed_value(outputs, key, where))] = mount
     account = outputs.get("trainingServiceAccount")
@@ -209,11 +254,11 @@ def check_checkpoint_dir(value: str, claims: dict[str, str]) -> str:
     return value
 
 
-def build_request(args, config, outputs: Optional[dict[str, Any]] = None) -> jobspec.JobRequest:
+def build_request(args, config, outputs: Optional[dict[str, Any]] = None) -> trainjob.JobRequest:
     """Resolve CLI args against the stack config and, when given, the deployed stack's outputs
     (`pulumi stack output --json`). Without outputs the checkpoint location must be given."""
     try:
-        wl = jobspec.workload(args.workload)
+        wl = workload(args.workload)
     except KeyError as e:
         raise UsageError(str(e.args[0])) from None
 
@@ -221,8 +266,8 @@ def build_request(args, config, outputs: Optional[dict[str, Any]] = None) -> job
     if args.pool not in pools:
         raise UsageError(f"--pool {args.pool}: unknown pool in stack {config.stack!r} "
                          f"(known: {', '.join(pools) or 'none'})")
-    facts = jobspec.pool_facts(pools[args.pool])
-    if not jobspec.supports_runtime(facts):
+    facts = trainjob.pool_facts(pools[args.pool])
+    if not trainjob.supports_runtime(facts):
         raise UsageError(f"--pool {args.pool}: a {facts.vendor} pool; trainyard has torch "
                          "runtimes for NVIDIA pools only")
 
@@ -230,7 +275,7 @@ def build_request(args, config, outputs: Optional[dict[str, Any]] = None) -> job
         raise UsageError(f"--nodes {args.nodes}: must be at least 1")
     if args.nodes > facts.max_nodes:
         raise UsageError(f"--nodes {args.nodes}: pool {facts.name!r} allows at most "
-                         f"{facts.max_nodes} nodes")
+                         f"{facts.max_nodes} nodes (maxSize): no flavor could ever admit it")
 
     gpus = facts.gpus if args.gpus_per_node is None else args.gpus_per_node
     if gpus < 1:
@@ -254,15 +299,18 @@ def build_request(args, config, outputs: Optional[dict[str, Any]] = None) -> job
     else:
         team = teams[args.team]
     total = args.nodes * gpus
+    # Kueue admits a job whole or not at all against the team's ClusterQueue, whose nominal
+    # quota is gpuQuota: a job above it would wait in the queue forever.
     if gpus > team.gpu_quota:
         raise UsageError(f"--pool {facts.name}: one node takes {gpus} GPUs but team "
                          f"{team.name!r} has a GPU quota of {team.gpu_quota}")
     if total > team.gpu_quota:
         raise UsageError(f"--nodes {args.nodes}: {args.nodes} nodes x {gpus} GPUs = {total} "
-                         f"exceeds the GPU quota of team {team.name!r} ({team.gpu_quota})")
+                         f"exceeds the GPU quota of team {team.name!r} ({team.gpu_quota}): "
+                         "Kueue would never admit it")
 
     name = args.name or f"{wl.name}-{facts.name}-{args.nodes}n"
-    if not jobspec.NAME_RE.match(name):
+    if not trainjob.NAME_RE.match(name):
         raise UsageError(f"--name {name}: not a valid TrainJob name (lowercase letters, digits "
                          "and '-', starting with a letter, at most 63 characters)")
 
@@ -275,7 +323,7 @@ def build_request(args, config, outputs: Optional[dict[str, Any]] = None) -> job
     where = f"--outputs {args.outputs}"
     live = deployed(outputs, where, facts) if outputs is not None else None
     claims = live.claims if live else \
-        jobspec.claims_for(config.storage.efs.enabled, config.storage.fsx.enabled)
+        trainjob.claims_for(config.storage.efs.enabled, config.storage.fsx.enabled)
     if args.checkpoint_dir:
         checkpoint = check_checkpoint_dir(args.checkpoint_dir, claims)
     elif outputs is None:
@@ -287,7 +335,7 @@ def build_request(args, config, outputs: Optional[dict[str, Any]] = None) -> job
 
     workload_args: dict[str, Any] = {}
     if args.preset is not None:
-        presets = jobspec.workload_presets(wl)
+        presets = workload_presets(wl)
         if args.preset not in presets:
             raise UsageError(f"--preset {args.preset}: unknown preset "
                              f"(known: {', '.join(presets)})")
@@ -302,13 +350,40 @@ def build_request(args, config, outputs: Optional[dict[str, Any]] = None) -> job
     if args.data:
         workload_args["data"] = args.data
 
-    return jobspec.JobRequest(
+    return trainjob.JobRequest(
         name=name, namespace=team.name, workload=wl, pool=facts, nodes=args.nodes,
         gpus_per_node=gpus, image=image, checkpoint_dir=checkpoint,
         workload_args=workload_args, shared_claims=claims, nccl_debug=args.nccl_debug,
         labels={"trainyard.io/stack": config.stack},
         runtime=live.runtime if live else None,
-        service_account=live.service_account if live else None)
+        service_account=live.service_account if live else None,
+        priority=args.priority)
+
+
+def budget_warning(req: trainjob.JobRequest) -> Optional[str]:
+    """One line when the save a SIGTERM triggers is estimated not to fit the interruption
+    budget on a Spot pool (the job still runs: it then resumes from its last periodic
+    checkpoint, losing up to --checkpoint-every steps). None when it fits or is not estimated."""
+    if req.pool.capacity_type != "SPOT" or not req.pool.peak_tflops:
+        return None
+    import importlib
+
+    module = importlib.import_module(req.workload.config_module)
+    preset = {**req.workload.defaults, **req.workload_args}.get("preset")
+    cfg = module.TrainConfig(preset=preset)
+    nbytes, flops = cfg.checkpoint_bytes(req.nodes), cfg.step_flops()
+    if nbytes is None or flops is None:
+        return None
+    step_s = trainjob.step_seconds(flops, req.pool.peak_tflops)
+    save_s = trainjob.save_seconds(nbytes)
+    budget = trainjob.BUDGET
+    if budget.fits(step_s, save_s):
+        return None
+    return (f"warning: --preset {preset} on Spot pool {req.pool.name!r}: finishing a step "
+            f"(~{step_s:.0f}s) and saving {nbytes / 1e9:.1f} GB per node (~{save_s:.0f}s) "
+            f"may not fit the {budget.shutdown_timeout_s}s torchrun waits after SIGTERM; an "
+            "interruption then costs up to --checkpoint-every steps (use more nodes or a "
+            "reserved pool)")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -344,8 +419,8 @@ def submit(api, job: dict) -> None:
     meta = job["metadata"]
     try:
         api.create_namespaced_custom_object(
-            group=jobspec.TRAINER_GROUP, version=jobspec.TRAINER_VERSION,
-            namespace=meta["namespace"], plural=jobspec.TRAINJOB_PLURAL, body=job)
+            group=trainjob.TRAINER_GROUP, version=trainjob.TRAINER_VERSION,
+            namespace=meta["namespace"], plural=trainjob.TRAINJOB_PLURAL, body=job)
     except client.ApiException as e:
         raise SubmitError(f"the API server refused TrainJob {meta['namespace']}/{meta['name']}: "
                           f"{e.status} {e.reason}") from None
@@ -361,8 +436,11 @@ def run(args) -> int:
     config = load_config(stack, stack_file)
     outputs = read_outputs(args.outputs) if args.outputs is not None else None
     req = build_request(args, config, outputs)
-    job = jobspec.train_job(req)
-    jobspec.validate_train_job(job)  # a failure here is a bug in jobspec, not bad input
+    job = trainjob.train_job(req)
+    trainjob.validate_train_job(job)  # a failure here is a bug in trainjob, not bad input
+    warning = budget_warning(req)
+    if warning:
+        print(warning, file=sys.stderr)
     api = connect(args.kubeconfig, args.context) if args.submit else None
     sys.stdout.write(dump(job, args.output))
     if api is not None:
@@ -372,5 +450,5 @@ def run(args) -> int:
             print(f"error: --submit: {e}", file=sys.stderr)
             return 1
         print(f"submitted TrainJob {req.namespace}/{req.name} (runtime "
-              f"{jobspec.runtime_ref(req)})", file=sys.stderr)
+              f"{trainjob.runtime_ref(req)})", file=sys.stderr)
     return 0

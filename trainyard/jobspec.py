@@ -1,483 +1,53 @@
-"""Kubeflow Trainer v2 objects built from typed Python: one ClusterTrainingRuntime per GPU pool
-and the TrainJobs `trainyard job render` prints. Pure functions, no Pulumi, no cluster.
+"""Compatibility re-export: the Kubeflow Trainer builders live in components/trainjob.py.
 
-Split of responsibilities (docs/monitoring.md, "Training jobs"):
-
-- The **runtime** (`torch-efa-<pool>` on EFA pools, `torch-<pool>` elsewhere) carries everything
-  that follows from the pool: node selector and GPU toleration, default per-node resources (all
-  GPUs, every EFA device, 5120Mi of 2 MiB huge pages on EFA pools), a memory-backed /dev/shm,
-  the NCCL/libfabric environment from AWS_FACTS.md, the training service account, JobSet
-  restarts, and the throughput-exporter sidecar.
-- The **TrainJob** carries the run: node count, processes per node, the resources per node
-  again (explicit, so the job states what it takes), image, the torchrun command line, and the
-  team's shared claims mounted through a runtime patch.
-
-Both are validated against kubeflow-trainer-api's models for the chart's version (2.3.0):
-`validate_runtime` / `validate_train_job` parse the dict and fail if the model drops a field
-(the generated models ignore unknown fields silently, so a typo would otherwise pass).
+They moved there because components/kubeflow.py, teams.py and monitoring.py use them and
+components/ never imports trainyard/ (docs/ARCHITECTURE "Boundaries"; tests/components/
+test_boundaries.py). The packaged workloads `trainyard job render` launches are in
+trainyard/job.py. New code imports `components.trainjob`; this module only keeps old imports
+(`from trainyard import jobspec`) working.
 """
 
-from __future__ import annotations
-
-import functools
-import re
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Optional
-
-import yaml
-
-from components.catalog import Catalog, load_catalog
-from components.config import GpuPoolConfig
-from components.k8s_names import (
-    EFA_HUGEPAGES,
-    EFA_LABEL,
-    EFA_RESOURCE,
-    FSX_CLAIM,
-    GPU_RESOURCE,
-    GPU_TAINT_KEY,
-    HUGEPAGES_RESOURCE,
-    POOL_LABEL,
-    SHARED_CLAIM,
-    TRAINING_SERVICE_ACCOUNT,
+from components.trainjob import (  # noqa: F401
+    ANCESTOR_LABEL,
+    BUDGET,
+    FORBIDDEN_ENV,
+    FSX_MOUNT,
+    MAX_RESTARTS,
+    METRICS_LABEL,
+    NAME_RE,
+    NCCL_DEBUG_LEVELS,
+    NODE_JOB,
+    PATCH_MANAGER,
+    RUNTIME_KIND,
+    SHARED_MOUNT,
+    SHM_MOUNT,
+    TRAINER_API,
+    TRAINER_CHART_VERSION,
+    TRAINER_GROUP,
+    TRAINER_VERSION,
+    TRAINJOB_PLURAL,
+    WORKLOAD_LABEL,
+    InterruptionBudget,
+    JobRequest,
+    PoolFacts,
+    Workload,
+    claims_for,
+    cluster_training_runtime,
+    exporter,
+    interruption_budget,
+    metrics_file_path,
+    nccl_env,
+    node_resources,
+    pool_facts,
+    pool_tolerations,
+    runtime_name,
+    runtime_ref,
+    save_seconds,
+    shm_size,
+    step_seconds,
+    supports_runtime,
+    train_job,
+    validate_runtime,
+    validate_train_job,
+    workload_argv,
 )
-
-TRAINER_CHART_VERSION = "2.3.0"
-"""kubeflow-trainer chart version; kubeflow-trainer-api in pyproject.toml must match it."""
-TRAINER_GROUP = "trainer.kubeflow.org"
-TRAINER_VERSION = "v1alpha1"
-TRAINER_API = f"{TRAINER_GROUP}/{TRAINER_VERSION}"
-RUNTIME_KIND = "ClusterTrainingRuntime"
-TRAINJOB_PLURAL = "trainjobs"
-
-NODE_JOB = "node"
-"""Replicated job and container name the Trainer's torch plugin fills in (`trainer` step)."""
-ANCESTOR_LABEL = "trainer.kubeflow.org/trainjob-ancestor-step"
-PATCH_MANAGER = "trainyard.io/job-render"
-"""`manager` of the runtime patch a rendered TrainJob carries (its shared mounts)."""
-
-WORKLOAD_LABEL = "trainyard.io/workload"
-METRICS_LABEL = "trainyard.io/train-metrics"
-"""Pod label (value "true") the monitoring PodMonitor selects training pods by."""
-
-SHM_MOUNT = "/dev/shm"
-SHARED_MOUNT = "/shared"
-FSX_MOUNT = "/fsx"
-
-TERMINATION_GRACE_SECONDS = 120
-"""Spot gives a 2-minute notice; the workloads save a checkpoint on SIGTERM within it."""
-MAX_RESTARTS = {"SPOT": 10, "ON_DEMAND": 3, "CAPACITY_BLOCK": 3}
-"""JobSet restarts before the TrainJob fails; each restart resumes from the newest checkpoint.
-Spot pools expect interruptions, so they get more."""
-
-EXPORTER_FILE = Path("data") / "monitoring" / "train-metrics-exporter.yaml"
-"""The exporter's data, beside the `components` package that installs it (wherever that was
-imported from: the project's checkout for the CLI, see trainyard/project.py)."""
-
-# NCCL / libfabric environment (AWS_FACTS.md "Huge pages and NCCL"). Deliberately NOT set, with
-# libfabric >= 1.18 and aws-ofi-nccl >= 1.7: FI_EFA_USE_DEVICE_RDMA, FI_PROVIDER=efa,
-# NCCL_PROTO=simple (all auto-detected, and forcing them hurts or breaks newer instances), and
-# never RDMAV_FORK_SAFE. No /dev/infiniband hostPath either: the EFA device plugin mounts the
-# devices it allocates, and a hostPath would bypass its accounting.
-FORBIDDEN_ENV = ("FI_EFA_USE_DEVICE_RDMA", "FI_PROVIDER", "NCCL_PROTO", "RDMAV_FORK_SAFE")
-NCCL_DEBUG_LEVELS = ("WARN", "INFO")
-
-
-def nccl_env(efa: bool, nccl_debug: str = "WARN") -> dict[str, str]:
-    """Environment of the training container. `nccl_debug` INFO while validating a pool: the log
-    then shows `NET/Libfabric`/`NET/OFI` when EFA is used and `NET/Socket` on a silent fallback."""
-    if nccl_debug not in NCCL_DEBUG_LEVELS:
-        raise ValueError(f"nccl_debug must be one of {NCCL_DEBUG_LEVELS}, got {nccl_debug!r}")
-    env = {
-        # Keep NCCL's TCP bootstrap off the container bridge, loopback and veth pairs.
-        "NCCL_SOCKET_IFNAME": "^docker,lo,veth",
-        "NCCL_DEBUG": nccl_debug,
-        "TORCH_NCCL_ASYNC_ERROR_HANDLING": "1",
-        "TORCH_NCCL_DUMP_ON_TIMEOUT": "1",
-        # The flight recorder the timeout dump writes out; 0 would leave nothing to dump.
-        "TORCH_NCCL_TRACE_BUFFER_SIZE": "2000",
-        "PYTHONUNBUFFERED": "1",
-    }
-    # EFA pools need nothing more: aws-ofi-nccl selects the efa provider and GPUDirect RDMA by
-    # itself and loads its tuner. If forks fail with ENOMEM, add FI_EFA_USE_HUGE_PAGE=0 to the job.
-    return env
-
-
-# ----------------------------------------------------------------------------------------------
-# Pool facts
-# ----------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class PoolFacts:
-    """What a training job needs to know about a GPU pool (from the config and the catalog)."""
-
-    name: str
-    instance_types: tuple[str, ...]
-    vendor: str
-    """`nvidia` or `neuron`."""
-    gpu_model: str
-    gpus: int
-    """Accelerators per node."""
-    efa_devices: int
-    """EFA interfaces attached per node: the instance's maximum on EFA pools, else 0."""
-    vcpus: int
-    """Smallest vCPU count among the pool's instance types."""
-    memory_gib: int
-    """Smallest memory among the pool's instance types."""
-    max_nodes: int
-    capacity_type: str
-
-    @property
-    def efa(self) -> bool:
-        return self.efa_devices > 0
-
-    @property
-    def gpu_resource(self) -> str:
-        return GPU_RESOURCE[self.vendor]
-
-
-def pool_facts(pool: GpuPoolConfig, catalog: Optional[Catalog] = None) -> PoolFacts:
-    catalog = catalog or load_catalog()
-    specs = [catalog.get(t) for t in pool.instance_types]
-    first = specs[0]
-    return PoolFacts(
-        name=pool.name, instance_types=tuple(pool.instance_types), vendor=first.vendor or "nvidia",
-        gpu_model=first.gpu_model or "", gpus=first.gpus,
-        efa_devices=first.max_efa if pool.efa else 0,
-        vcpus=min(s.vcpus for s in specs), memory_gib=min(s.memory_gib for s in specs),
-        max_nodes=pool.max_size, capacity_type=pool.capacity_type)
-
-
-def runtime_name(facts: PoolFacts) -> str:
-    """`torch-efa-<pool>` on EFA pools, `torch-<pool>` elsewhere (pool names are DNS labels).
-    The chart's own runtimes are named `<framework>-distributed`; a pool named `distributed`
-    without EFA would collide with `torch-distributed`, so avoid that pool name."""
-    return f"torch-efa-{facts.name}" if facts.efa else f"torch-{facts.name}"
-
-
-def supports_runtime(facts: PoolFacts) -> bool:
-    """Only NVIDIA pools get a torch runtime; Trainium needs torch-neuronx and its own env."""
-    return facts.vendor == "nvidia"
-
-
-def node_resources(facts: PoolFacts, gpus: Optional[int] = None) -> dict[str, dict[str, str]]:
-    """Per-node requests/limits. GPUs, EFA devices and huge pages are extended resources
-    (requests == limits); CPU and memory are requests only, leaving room for the DaemonSets and
-    kubelet reservations, scaled down for a partial node."""
-    gpus = facts.gpus if gpus is None else gpus
-    limits = {facts.gpu_resource: str(gpus)}
-    if facts.efa:
-        limits[EFA_RESOURCE] = str(facts.efa_devices)
-        limits[HUGEPAGES_RESOURCE] = EFA_HUGEPAGES
-    share = gpus / facts.gpus if facts.gpus else 1.0
-    cpu = max(1, int((facts.vcpus - max(2, facts.vcpus // 16)) * share))
-    memory = max(1, int((facts.memory_gib * 0.9 - 2) * share))
-    return {"requests": {**limits, "cpu": str(cpu), "memory": f"{memory}Gi"},
-            "limits": dict(limits)}
-
-
-def shm_size(facts: PoolFacts) -> str:
-    """Size of the memory-backed /dev/shm: an eighth of node memory, 1-64 GiB (NCCL's intra-node
-    transports and DataLoader workers live there; it counts against the pod's memory)."""
-    return f"{min(64, max(1, facts.memory_gib // 8))}Gi"
-
-
-# ----------------------------------------------------------------------------------------------
-# ClusterTrainingRuntime
-# ----------------------------------------------------------------------------------------------
-@functools.lru_cache(maxsize=1)
-def exporter() -> dict:
-    """The training-throughput exporter sidecar's data (image, port, script)."""
-    from components import k8s_names
-
-    with (Path(k8s_names.__file__).parent / EXPORTER_FILE).open() as f:
-        return yaml.safe_load(f)
-
-
-def metrics_file_path() -> str:
-    e = exporter()
-    return f"{e['metrics_dir']}/{e['metrics_file']}"
-
-
-def _env_list(env: Mapping[str, str]) -> list[dict[str, str]]:
-    return [{"name": k, "value": v} for k, v in env.items()]
-
-
-def _exporter_sidecar() -> dict:
-    e = exporter()
-    return {
-        "name": "train-metrics",
-        "image": e["image"],
-        "restartPolicy": "Always",  # a native sidecar: it never holds a finished pod open
-        "command": ["python3", "-c", e["script"]],
-        "env": _env_list({"TRAIN_METRICS_FILE": metrics_file_path(),
-                          "TRAIN_METRICS_PORT": str(e["port"]),
-                          "PYTHONDONTWRITEBYTECODE": "1"}),
-        "ports": [{"name": e["port_name"], "containerPort": int(e["port"]), "protocol": "TCP"}],
-        "resources": {"requests": {"cpu": "10m", "memory": "32Mi"},
-                      "limits": {"memory": "64Mi"}},
-        "securityContext": {"runAsNonRoot": True, "runAsUser": 65534, "runAsGroup": 65534,
-                            "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
-                            "capabilities": {"drop": ["ALL"]},
-                            "seccompProfile": {"type": "RuntimeDefault"}},
-        "volumeMounts": [{"name": "train-metrics", "mountPath": e["metrics_dir"],
-                          "readOnly": True}],
-    }
-
-
-def cluster_training_runtime(facts: PoolFacts, image: str, nccl_debug: str = "WARN") -> dict:
-    """The ClusterTrainingRuntime for one NVIDIA pool (a plain dict, as the API takes it)."""
-    if not supports_runtime(facts):
-        raise ValueError(f"pool {facts.name!r} has {facts.vendor} accelerators; trainyard builds "
-                         "torch runtimes for NVIDIA pools only")
-    name = runtime_name(facts)
-    node_selector = {POOL_LABEL: facts.name}
-    if facts.efa:
-        node_selector[EFA_LABEL] = "true"
-    labels = {"trainer.kubeflow.org/framework": "torch", POOL_LABEL: facts.name,
-              EFA_LABEL: "true" if facts.efa else "false"}
-    container = {
-        "name": NODE_JOB,
-        "image": image,
-        "env": _env_list(nccl_env(facts.efa, nccl_debug)),
-        "resources": node_resources(facts),
-        "volumeMounts": [
-            {"name": "dshm", "mountPath": SHM_MOUNT},
-            {"name": "train-metrics", "mountPath": exporter()["metrics_dir"]},
-        ],
-    }
-    pod_spec = {
-        "serviceAccountName": TRAINING_SERVICE_ACCOUNT,
-        "nodeSelector": node_selector,
-        "tolerations": [{"key": GPU_TAINT_KEY[facts.vendor], "operator": "Exists",
-                         "effect": "NoSchedule"}],
-        "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
-        "initContainers": [_exporter_sidecar()],
-        "containers": [container],
-        "volumes": [
-            {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": shm_size(facts)}},
-            {"name": "train-metrics", "emptyDir": {"sizeLimit": "1Gi"}},
-        ],
-    }
-    return {
-        "apiVersion": TRAINER_API,
-        "kind": RUNTIME_KIND,
-        "metadata": {"name": name, "labels": labels},
-        "spec": {
-            "mlPolicy": {"numNodes": 1, "torch": {}},
-            "template": {"spec": {
-                "failurePolicy": {"maxRestarts": MAX_RESTARTS.get(facts.capacity_type, 3)},
-                "replicatedJobs": [{
-                    "name": NODE_JOB,
-                    "template": {
-                        "metadata": {"labels": {ANCESTOR_LABEL: "trainer"}},
-                        "spec": {"template": {
-                            "metadata": {"labels": {POOL_LABEL: facts.name,
-                                                    METRICS_LABEL: "true"}},
-                            "spec": pod_spec,
-                        }},
-                    },
-                }],
-            }},
-        },
-    }
-
-
-# ----------------------------------------------------------------------------------------------
-# Workloads and TrainJobs
-# ----------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Workload:
-    """A packaged training entry point `trainyard job render` knows how to launch."""
-
-    name: str
-    module: str
-    """`python -m` module torchrun runs."""
-    description: str
-    defaults: Mapping[str, Any] = field(default_factory=dict)
-    """Default workload flags (`preset`, `max_steps`, ...), overridable per job."""
-    config_module: str = ""
-    """Module whose `PRESETS` dict names the presets `--preset` accepts (imported on use)."""
-
-
-WORKLOADS: dict[str, Workload] = {
-    "llm": Workload(
-        name="llm", module="workloads.llm.train",
-        description="GPT pretraining with FSDP2 (workloads/llm)",
-        defaults={"preset": "125m", "max_steps": 1000, "checkpoint_every": 100, "seed": 0},
-        config_module="workloads.llm.config"),
-    # Synthetic images unless the job passes --data (a throughput/smoke run out of the box);
-    # a ResNet-50 checkpoint is ~0.2 GB and 500 steps take about a minute on A100-class GPUs.
-    "vision": Workload(
-        name="vision", module="workloads.vision.train",
-        description="ResNet image classification with DDP and mixed precision (workloads/vision)",
-        defaults={"preset": "resnet50", "max_steps": 1000, "checkpoint_every": 500, "seed": 0},
-        config_module="workloads.vision.config"),
-}
-
-
-def workload_presets(wl: Workload) -> list[str]:
-    """Preset names the workload's own config accepts."""
-    import importlib
-
-    return list(importlib.import_module(wl.config_module).PRESETS)
-
-
-def workload(name: str) -> Workload:
-    try:
-        return WORKLOADS[name]
-    except KeyError:
-        raise KeyError(f"unknown workload {name!r} (known: {', '.join(sorted(WORKLOADS))})") \
-            from None
-
-
-@dataclass(frozen=True)
-class JobRequest:
-    """One TrainJob, resolved: every field is final (CLI defaults already applied)."""
-
-    name: str
-    """TrainJob name (DNS-1035 label)."""
-    namespace: str
-    """Team namespace."""
-    workload: Workload
-    pool: PoolFacts
-    nodes: int
-    gpus_per_node: int
-    image: str
-    checkpoint_dir: str
-    """`s3://bucket/prefix/` or a path under a shared mount."""
-    workload_args: Mapping[str, Any] = field(default_factory=dict)
-    """Workload flags beyond the checkpoint/metrics ones (preset, max_steps, seed, ...)."""
-    shared_claims: Mapping[str, str] = field(default_factory=dict)
-    """Claim name -> mount path, e.g. {"shared-efs": "/shared"}."""
-    nccl_debug: str = "WARN"
-    labels: Mapping[str, str] = field(default_factory=dict)
-    runtime: Optional[str] = None
-    """The deployed ClusterTrainingRuntime (stack output `trainingRuntimes[pool]`). Default:
-    `runtime_name(pool)`, the name the stack config gives it."""
-    service_account: Optional[str] = None
-    """The deployed training service account (stack output `trainingServiceAccount`), stated in
-    the job's runtime patch. Default: none, the runtime's own (TRAINING_SERVICE_ACCOUNT)."""
-
-
-def runtime_ref(req: JobRequest) -> str:
-    """The ClusterTrainingRuntime the TrainJob runs on."""
-    return req.runtime or runtime_name(req.pool)
-
-
-NAME_RE = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
-
-
-def claims_for(efs: bool, fsx: bool) -> dict[str, str]:
-    """Team claims a job mounts: the EFS claim at /shared, FSx for Lustre at /fsx."""
-    claims = {}
-    if efs:
-        claims[SHARED_CLAIM] = SHARED_MOUNT
-    if fsx:
-        claims[FSX_CLAIM] = FSX_MOUNT
-    return claims
-
-
-def workload_argv(req: JobRequest) -> list[str]:
-    args = dict(req.workload.defaults)
-    args.update(req.workload_args)
-    args["checkpoint_dir"] = req.checkpoint_dir
-    args["metrics_file"] = metrics_file_path()
-    argv = []
-    for key, value in args.items():
-        if value is None:
-            continue
-        argv += [f"--{key.replace('_', '-')}", str(value)]
-    return argv
-
-
-def train_job(req: JobRequest) -> dict:
-    """The TrainJob for `req` (a plain dict)."""
-    volumes = [{"name": claim.replace("_", "-"), "persistentVolumeClaim": {"claimName": claim}}
-               for claim in req.shared_claims]
-    mounts = [{"name": claim.replace("_", "-"), "mountPath": path}
-              for claim, path in req.shared_claims.items()]
-    env = {"TRAINYARD_JOB": req.name, "TRAINYARD_POOL": req.pool.name}
-    if req.nccl_debug != "WARN":
-        env["NCCL_DEBUG"] = nccl_env(req.pool.efa, req.nccl_debug)["NCCL_DEBUG"]
-    spec: dict[str, Any] = {
-        "runtimeRef": {"apiGroup": TRAINER_GROUP, "kind": RUNTIME_KIND,
-                       "name": runtime_ref(req)},
-        "trainer": {
-            "numNodes": req.nodes,
-            "numProcPerNode": req.gpus_per_node,
-            "image": req.image,
-            # torchrun takes node count, rank and rendezvous from the PET_* variables the
-            # Trainer's torch plugin sets; --nproc-per-node repeats numProcPerNode for readers.
-            "command": ["torchrun", "--nproc-per-node", str(req.gpus_per_node),
-                        "-m", req.workload.module],
-            "args": workload_argv(req),
-            "env": _env_list(env),
-            "resourcesPerNode": node_resources(req.pool, req.gpus_per_node),
-        },
-    }
-    pod_patch: dict[str, Any] = {}
-    if req.service_account:
-        pod_patch["serviceAccountName"] = req.service_account
-    if volumes:
-        pod_patch["volumes"] = volumes
-        pod_patch["containers"] = [{"name": NODE_JOB, "volumeMounts": mounts}]
-    if pod_patch:
-        spec["runtimePatches"] = [{
-            "manager": PATCH_MANAGER,
-            "trainingRuntimeSpec": {"template": {"spec": {"replicatedJobs": [{
-                "name": NODE_JOB,
-                "template": {"spec": {"template": {"spec": pod_patch}}},
-            }]}}},
-        }]
-    labels = {WORKLOAD_LABEL: req.workload.name, POOL_LABEL: req.pool.name, **req.labels}
-    return {"apiVersion": TRAINER_API, "kind": "TrainJob",
-            "metadata": {"name": req.name, "namespace": req.namespace, "labels": labels},
-            "spec": spec}
-
-
-# ----------------------------------------------------------------------------------------------
-# Validation against kubeflow-trainer-api's models
-# ----------------------------------------------------------------------------------------------
-def _dropped(sent: Any, kept: Any, path: str = "") -> list[str]:
-    """Paths present in `sent` that the model's round trip lost (unknown fields)."""
-    out: list[str] = []
-    if isinstance(sent, Mapping):
-        if not isinstance(kept, Mapping):
-            return [path or "."]
-        for key, value in sent.items():
-            where = f"{path}.{key}" if path else key
-            if key not in kept:
-                out.append(where)
-            else:
-                out += _dropped(value, kept[key], where)
-    elif isinstance(sent, Sequence) and not isinstance(sent, str):
-        if not isinstance(kept, Sequence) or len(kept) != len(sent):
-            return [path]
-        for i, (a, b) in enumerate(zip(sent, kept, strict=True)):
-            out += _dropped(a, b, f"{path}[{i}]")
-    return out
-
-
-def _validate(obj: Mapping, model: Any, kind: str) -> None:
-    try:
-        parsed = model.from_dict(dict(obj))
-    except Exception as e:  # pydantic.ValidationError and the models' own ValueErrors
-        raise ValueError(f"{kind} does not match kubeflow-trainer-api {TRAINER_CHART_VERSION}: "
-                         f"{e}") from None
-    lost = _dropped(obj, parsed.to_dict())
-    if lost:
-        raise ValueError(f"{kind} has fields kubeflow-trainer-api {TRAINER_CHART_VERSION} does "
-                         f"not know: {', '.join(lost)}")
-
-
-def validate_runtime(obj: Mapping) -> None:
-    from kubeflow_trainer_api.models import TrainerV1alpha1ClusterTrainingRuntime
-
-    _validate(obj, TrainerV1alpha1ClusterTrainingRuntime, "ClusterTrainingRuntime")
-
-
-def validate_train_job(obj: Mapping) -> None:
-    from kubeflow_trainer_api.models import TrainerV1alpha1TrainJob
-
-    _validate(obj, TrainerV1alpha1TrainJob, "TrainJob")

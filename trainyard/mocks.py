@@ -235,6 +235,19 @@ def _iam_attachment(m, name, typ, inputs):
     return f"{inputs.get('role', '')}-{_h(typ, name, n=8)}", {}
 
 
+@handles("aws:sqs/queue:Queue")
+def _sqs_queue(m, name, typ, inputs):
+    q = inputs.get("name") or m.physical_name(name, typ, 80)
+    url = f"https://sqs.{m.region}.amazonaws.com/{ACCOUNT_ID}/{q}"  # the provider's id
+    return url, {"name": q, "arn": m.arn("sqs", q), "url": url}
+
+
+@handles("aws:cloudwatch/eventRule:EventRule")
+def _event_rule(m, name, typ, inputs):
+    rule = inputs.get("name") or m.physical_name(name, typ, 64)
+    return rule, {"name": rule, "arn": m.arn("events", f"rule/{rule}")}
+
+
 @handles("aws:iam/openIdConnectProvider:OpenIdConnectProvider")
 def _oidc(m, name, typ, inputs):
     url = str(inputs.get("url", "")).removeprefix("https://")

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from components.k8s_names import POOL_LABEL
+from components.k8s_names import GPU_RESOURCE, POOL_LABEL
 from trainyard import outfile
 from trainyard.synth import dump_plan, stack_name_from_file, synthesize
 
@@ -85,6 +85,8 @@ def _component_of(plan: dict) -> dict[str, str]:
 
 
 NODE_GROUP = "aws:eks/nodeGroup:NodeGroup"
+NODE_POOL = "kubernetes:karpenter.sh/v1:NodePool"
+NODE_CLASS = "kubernetes:karpenter.k8s.aws/v1:EC2NodeClass"
 LAUNCH_TEMPLATE = "aws:ec2/launchTemplate:LaunchTemplate"
 SUBNET = "aws:ec2/subnet:Subnet"
 EFA_INTERFACE_TYPES = ("efa", "efa-only")
@@ -138,10 +140,11 @@ def node_group_types(node_group: dict, launch_template: dict | None) -> list[str
 
 @dataclass(frozen=True)
 class PlannedPool:
-    """One node group of a plan, as `plan`, `review` and `cost` read it."""
+    """One node pool of a plan (an EKS managed node group or a Karpenter NodePool), as `plan`,
+    `review` and `cost` read it."""
 
     name: str
-    """The group's logical name."""
+    """The group's (or NodePool's) logical name."""
     label: str
     """Its `trainyard.io/pool` label (the pool name), else the logical name."""
     capacity_type: str
@@ -150,18 +153,71 @@ class PlannedPool:
     desired_size: int
     max_size: int
     efa_per_node: int
-    """EFA interfaces (efa + efa-only) in the group's launch template."""
+    """EFA interfaces (efa + efa-only) in the group's launch template (the NodePool's
+    EC2NodeClass)."""
     availability_zones: tuple[str, ...] = ()
-    """AZs of the group's subnets (`subnetIds` followed to the plan's subnets), sorted."""
+    """AZs of the group's subnets (`subnetIds` followed to the plan's subnets), sorted; a
+    NodePool's zone requirement, else its EC2NodeClass's subnets."""
+    provisioner: str = "managed"
+    """`managed` (EKS managed node group) or `karpenter` (a NodePool: min and desired 0, max from
+    its limits)."""
+
+
+def max_nodes_from_limits(limits: dict, gpus_per_node: int, vcpus_per_node: int) -> int:
+    """The most nodes a NodePool's `limits` allow (components/karpenter.limits' inverse): the
+    tightest of accelerators and CPU; 0 without a limit this can read."""
+    bounds = []
+    for key, per in [*((r, gpus_per_node) for r in sorted(set(GPU_RESOURCE.values()))),
+                     ("cpu", vcpus_per_node)]:
+        if key in limits and per:
+            try:
+                bounds.append(int(float(str(limits[key]))) // per)
+            except ValueError:
+                continue  # a quantity like "10k": not ours; the other limit still bounds it
+    return min(bounds) if bounds else 0
+
+
+def karpenter_pool(np: dict, classes: dict, subnet_az: dict) -> PlannedPool:
+    """A NodePool (and the EC2NodeClass it names, from `classes` by name) as a PlannedPool."""
+    from components.catalog import load_catalog
+
+    spec = (np.get("inputs") or {}).get("spec") or {}
+    template = spec.get("template") or {}
+    labels = (template.get("metadata") or {}).get("labels") or {}
+    reqs = {r.get("key"): list(r.get("values") or []) for r in
+            (template.get("spec") or {}).get("requirements") or [] if r.get("operator") == "In"}
+    types = tuple(reqs.get("node.kubernetes.io/instance-type") or ())
+    markets = {"spot": "SPOT", "on-demand": "ON_DEMAND", "reserved": "RESERVED"}
+    capacity = labels.get("trainyard.io/capacity-type") or "/".join(
+        markets.get(v, v) for v in reqs.get("karpenter.sh/capacity-type") or ["on-demand"])
+    ref = ((template.get("spec") or {}).get("nodeClassRef") or {}).get("name")
+    nc = ((classes.get(ref) or {}).get("inputs") or {}).get("spec") or {}
+    nics = nc.get("networkInterfaces") or []
+    azs = reqs.get("topology.kubernetes.io/zone") or sorted(
+        {subnet_az[t["id"]] for t in nc.get("subnetSelectorTerms") or []
+         if t.get("id") and subnet_az.get(t["id"])})
+    catalog = load_catalog()
+    known = [catalog.get(t) for t in types if catalog.knows(t)]
+    max_size = max_nodes_from_limits(spec.get("limits") or {},
+                                     max((s.gpus for s in known), default=0),
+                                     max((s.vcpus for s in known), default=0))
+    return PlannedPool(
+        name=np["name"], label=labels.get(POOL_LABEL, np["name"]), capacity_type=capacity,
+        instance_types=types, min_size=0, desired_size=0, max_size=max_size,
+        efa_per_node=sum(1 for ni in nics if ni.get("interfaceType") in EFA_INTERFACE_TYPES),
+        availability_zones=tuple(sorted(azs)), provisioner="karpenter")
 
 
 def planned_pools(plan: dict) -> list[PlannedPool]:
-    """Every node group of a plan, sorted by logical name, with its launch template's facts."""
+    """Every node pool of a plan (managed node groups with their launch template's facts,
+    Karpenter NodePools with their EC2NodeClass's), sorted by logical name."""
     custom = [r for r in plan["resources"] if r.get("custom", True)]
     lts = {r["id"]: r for r in custom if r["type"] == LAUNCH_TEMPLATE}
     subnet_az = {r["id"]: (r.get("inputs") or {}).get("availabilityZone")
                  for r in custom if r["type"] == SUBNET}
-    out = []
+    classes = {((r.get("inputs") or {}).get("metadata") or {}).get("name"): r
+               for r in custom if r["type"] == NODE_CLASS}
+    out = [karpenter_pool(r, classes, subnet_az) for r in custom if r["type"] == NODE_POOL]
     for ng in sorted((r for r in custom if r["type"] == NODE_GROUP), key=lambda r: r["name"]):
         i = ng.get("inputs") or {}
         sc = i.get("scalingConfig") or {}
@@ -176,7 +232,7 @@ def planned_pools(plan: dict) -> list[PlannedPool]:
             max_size=int(sc.get("maxSize") or 0),
             efa_per_node=sum(1 for ni in nics if ni.get("interfaceType") in EFA_INTERFACE_TYPES),
             availability_zones=tuple(azs)))
-    return out
+    return sorted(out, key=lambda p: p.name)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -235,21 +291,22 @@ def summarize(plan: dict, elapsed: float | None = None, config=None) -> str:
 
     catalog = load_catalog()
     if pools:
-        rows = [("pool", "capacity", "AZ", "instance types", "min/des/max", "GPUs/node",
-                 "EFA/node")]
+        rows = [("pool", "provisioner", "capacity", "AZ", "instance types", "min/des/max",
+                 "GPUs/node", "EFA/node")]
         gpus_max = efa_max = 0
         for pool in pools:
             types = pool.instance_types
             gpus = catalog.get(types[0]).gpus if types and catalog.knows(types[0]) else 0
             gpus_max += gpus * pool.max_size
             efa_max += pool.efa_per_node * pool.max_size
-            rows.append((pool.label, pool.capacity_type,
+            rows.append((pool.label, pool.provisioner, pool.capacity_type,
                          ",".join(pool.availability_zones) or "?", ",".join(types),
                          f"{pool.min_size}/{pool.desired_size}/{pool.max_size}", str(gpus),
                          str(pool.efa_per_node)))
         lines.append("  node pools:")
-        lines += _table(rows, right=(5, 6))
-        lines.append(f"  at max size: {gpus_max} GPUs, {efa_max} EFA interfaces")
+        lines += _table(rows, right=(6, 7))
+        lines.append(f"  at max size: {gpus_max} GPUs, {efa_max} EFA interfaces (Karpenter "
+                     "pools: min/desired 0, max from the NodePool's limits)")
 
     if config is not None:
         rows = [("subnet", "AZ", "CIDR", "usable IPs", "IPs needed at max")]

@@ -23,6 +23,7 @@ import concurrent.futures as cf
 import contextlib
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -263,6 +264,8 @@ class StackReview:
     cautions: list[str] = field(default_factory=list)
     head_only: Optional[dict] = None
     """base-invalid: the head's own figures (resources, violations, $/month), nothing to diff."""
+    queues: list[str] = field(default_factory=list)
+    """Kueue quota and flavor-order changes, one line each (queue_changes)."""
 
     def to_json(self) -> dict:
         return {
@@ -273,7 +276,7 @@ class StackReview:
             "resources": [r.to_json() for r in self.diff.resources] if self.diff else [],
             "policy": self.policy, "cost": self.cost, "capacity": self.capacity,
             "data_loss": self.cautions, "warnings": self.warnings,
-            "head_only": self.head_only,
+            "head_only": self.head_only, "queues": self.queues,
         }
 
 
@@ -337,11 +340,84 @@ def build_stack_review(stack: str, base: Side, head: Side, catalog) -> StackRevi
             "monthly_at_max": (head.monthly or {}).get("max"),
         }
 
+    if base.plan is not None and head.plan is not None:
+        sr.queues = queue_changes(base.plan, head.plan)
     cb, ch = D.capacity(base.plan, catalog), D.capacity(head.plan, catalog)
     sr.capacity = {"base": cb.to_json(), "head": ch.to_json(), "delta": D.capacity_delta(cb, ch)}
     if sr.status in ("base-invalid", "head-invalid"):
         sr.capacity["delta"] = None
     return sr
+
+
+# ----------------------------------------------------------------------------------------------
+# Kueue: quota and flavor order, said as such
+# ----------------------------------------------------------------------------------------------
+_CLUSTER_QUEUE = re.compile(r"^kubernetes:kueue\.x-k8s\.io/v1beta\d+:ClusterQueue$")
+ACCELERATORS = ("nvidia.com/gpu", "aws.amazon.com/neuron")
+
+
+def _gpu_quota(value: Any) -> float:
+    try:
+        return float(str(value))
+    except ValueError:
+        return 0.0
+
+
+def cluster_queues(plan: Optional[dict]) -> dict[str, dict[str, float]]:
+    """ClusterQueue name -> flavor -> nominal accelerators, flavors in the queue's order (those
+    of the resource groups covering an accelerator resource)."""
+    out: dict[str, dict[str, float]] = {}
+    for r in (plan or {}).get("resources", []):
+        if not _CLUSTER_QUEUE.match(r.get("type", "")):
+            continue
+        inputs = r.get("inputs") or {}
+        name = str((inputs.get("metadata") or {}).get("name") or r.get("name"))
+        flavors: dict[str, float] = {}
+        for group in (inputs.get("spec") or {}).get("resourceGroups") or []:
+            if not set(group.get("coveredResources") or []) & set(ACCELERATORS):
+                continue
+            for f in group.get("flavors") or []:
+                flavors[str(f.get("name"))] = sum(
+                    _gpu_quota(q.get("nominalQuota")) for q in f.get("resources") or []
+                    if q.get("name") in ACCELERATORS)
+        out[name] = flavors
+    return out
+
+
+def _n(x: float) -> str:
+    return f"{x:g}"
+
+
+def _split(flavors: dict[str, float]) -> str:
+    held = [f"{f} {_n(n)}" for f, n in flavors.items() if n]
+    return ", ".join(held) or "none"
+
+
+def queue_changes(base: Optional[dict], head: Optional[dict]) -> list[str]:
+    """What a change does to the teams' Kueue quota, as such: `team research: nominal GPU quota
+    64 → 32`, `flavor order of research: g-spot, a100 → a100, g-spot`, the split across flavors,
+    queues added or removed."""
+    b, h = cluster_queues(base), cluster_queues(head)
+    out = []
+    for team in sorted(set(b) | set(h)):
+        if team not in b:
+            out.append(f"team {team}: ClusterQueue added, nominal GPU quota "
+                       f"{_n(sum(h[team].values()))} ({_split(h[team])})")
+            continue
+        if team not in h:
+            out.append(f"team {team}: ClusterQueue removed (was nominal GPU quota "
+                       f"{_n(sum(b[team].values()))})")
+            continue
+        old, new = b[team], h[team]
+        if sum(old.values()) != sum(new.values()):
+            out.append(f"team {team}: nominal GPU quota {_n(sum(old.values()))} → "
+                       f"{_n(sum(new.values()))}")
+        if list(old) != list(new):
+            out.append(f"flavor order of {team}: {', '.join(old) or 'none'} → "
+                       f"{', '.join(new) or 'none'}")
+        if {f: n for f, n in old.items() if n} != {f: n for f, n in new.items() if n}:
+            out.append(f"team {team}: nominal GPUs per flavor {_split(old)} → {_split(new)}")
+    return out
 
 
 def _flag(sr: StackReview) -> None:
@@ -352,6 +428,15 @@ def _flag(sr: StackReview) -> None:
             "until `pulumi destroy`" + (f", which would delete {len(stateful)} stateful "
                                         f"resources ({_kinds(stateful)})" if stateful else ""))
         return
+    for label, was, now in D.provisioner_changes(sr.base.plan, sr.head.plan):
+        sr.warnings.append(
+            f"pool **{label}**: {D.PROVISIONER_NAMES.get(was, was)} → "
+            f"{D.PROVISIONER_NAMES.get(now, now)}: "
+            + ("the node group is deleted (its nodes drained, running jobs evicted); from then "
+               "on Karpenter launches the pool's nodes for pending pods and removes empty ones"
+               if now == "karpenter" else
+               "the NodePool is deleted and Karpenter drains its nodes (running jobs evicted); "
+               "the node group starts at its desired size"))
     for r in sr.diff.resources:
         verb = {"delete": "is deleted", "replace": "is replaced"}.get(r.action)
         if r.stateful and verb:
@@ -727,6 +812,10 @@ def _details(sr: StackReview, max_changes: int, max_resources: int) -> list[str]
             out.append("")
     elif sr.diff:
         out += ["No resource changes.", ""]
+
+    if sr.queues:
+        out += ["**Queues** (Kueue quota and flavor order)", ""]
+        out += [f"- {line}" for line in sr.queues] + [""]
 
     p = sr.policy or {}
     if p.get("available") and (p["introduced"] or p["fixed"]):

@@ -1,6 +1,7 @@
-"""Alert rules (components/data/alerts/*.yaml): promtool validates every file, each rule names
-only provided metrics, and `promtool test rules` shows the important ones fire on synthetic
-series (and stay quiet where they should)."""
+"""Alert and recording rules (components/data/alerts/*.yaml): promtool validates every file, each
+rule names only provided metrics, and `promtool test rules` shows the important alerts fire on
+synthetic series (and stay quiet where they should) and the recording rules record what they
+claim."""
 
 from __future__ import annotations
 
@@ -21,16 +22,32 @@ needs_promtool = pytest.mark.skipif(
                              "installs it in CI)")
 
 
-def rules():
+# The idle-cost thresholds of cost.yaml (documented there and in docs/monitoring.md).
+IDLE_UTIL_PERCENT = 5
+"""A GPU is idle while DCGM_FI_DEV_GPU_UTIL stays below this."""
+IDLE_WINDOW = "1h"
+"""... for this long."""
+
+
+def all_rules():
     for path in ALERT_FILES:
         for group in yaml.safe_load(path.read_text())["groups"]:
             for rule in group["rules"]:
                 yield path.name, rule
 
 
+def rules():
+    """Alerting rules only."""
+    return ((f, r) for f, r in all_rules() if "alert" in r)
+
+
+def rule_name(rule):
+    return rule.get("alert") or rule["record"]
+
+
 def test_there_are_alert_files():
     assert {p.name for p in ALERT_FILES} == {"gpu.yaml", "efa.yaml", "nodes.yaml",
-                                              "training.yaml"}
+                                              "training.yaml", "cost.yaml"}
 
 
 @needs_promtool
@@ -43,8 +60,7 @@ def test_promtool_check_rules(path):
 
 def test_rules_are_alerts_with_severity_and_text():
     names = []
-    for file, rule in rules():
-        assert "alert" in rule, f"{file}: recording rules belong elsewhere"
+    for _file, rule in rules():
         assert re.fullmatch(r"[A-Z][A-Za-z0-9]+", rule["alert"])
         assert rule["labels"]["severity"] in ("warning", "critical"), rule["alert"]
         assert rule["annotations"]["summary"] and rule["annotations"]["description"]
@@ -52,18 +68,49 @@ def test_rules_are_alerts_with_severity_and_text():
     assert len(names) == len(set(names))
 
 
+def test_recording_rules_are_trainyard_level_metric_operation():
+    """Recording rules follow Prometheus's `level:metric:operations`, in trainyard's namespace,
+    only in cost.yaml, each recorded once."""
+    records = [(f, r) for f, r in all_rules() if "alert" not in r]
+    assert records
+    for file, rule in records:
+        assert file == "cost.yaml", f"{file}: {rule}"
+        assert re.fullmatch(r"trainyard:[a-z0-9_]+:[a-z0-9_]+", rule["record"])
+        assert set(rule) <= {"record", "expr", "labels"}
+    names = [r["record"] for _, r in records]
+    assert len(names) == len(set(names)) and set(names) == m.recorded_metrics()
+
+
 def test_rules_reference_only_provided_metrics():
-    known = m.known_metrics()
-    for file, rule in rules():
+    known = m.known_metrics() | m.recorded_metrics()
+    for file, rule in all_rules():
         names = m.promql_metric_names(rule["expr"])
-        assert names and not names - known, f"{file} {rule['alert']}: {sorted(names - known)}"
+        assert names and not names - known, f"{file} {rule_name(rule)}: {sorted(names - known)}"
+
+
+def test_idle_cost_rules_use_the_documented_thresholds():
+    spec = m.alert_rule_files()["cost"]
+    (idle,) = [r["expr"] for g in spec["groups"] for r in g["rules"]
+               if r.get("record") == "trainyard:gpu_idle_allocated:count"]
+    assert f"DCGM_FI_DEV_GPU_UTIL{{exported_pod!=\"\"}}[{IDLE_WINDOW}]) < {IDLE_UTIL_PERCENT}" in idle
+    assert f"offset {IDLE_WINDOW}" in idle
+    (gpu_idle,) = [r["expr"] for g in m.alert_rule_files()["gpu"]["groups"] for r in g["rules"]
+                   if r.get("alert") == "GpuAllocatedButIdle"]
+    assert gpu_idle.endswith(f"< {IDLE_UTIL_PERCENT}"), "one idle threshold for both alerts"
+    text = (m.ALERTS_DIR / "cost.yaml").read_text()
+    assert f"IDLE_UTIL_PERCENT = {IDLE_UTIL_PERCENT} " in text and \
+        f"IDLE_WINDOW = {IDLE_WINDOW} " in text
+    assert f"below {IDLE_UTIL_PERCENT}% utilisation for the last hour" in " ".join(text.split())
 
 
 def test_alerts_cover_what_the_issue_asks_for():
     names = {rule["alert"] for _, rule in rules()}
     assert {"GpuXidError", "GpuXidFatal", "GpuFallenOffBus", "GpuMissingFromNode",
             "GpuTemperatureHigh", "GpuNodeNotReady", "GpuAllocatedButIdle", "EfaReceiveDrops",
-            "EfaRdmaErrors", "EfaPortDown"} <= names
+            "EfaRdmaErrors", "EfaPortDown", "TeamGpusIdle"} <= names
+    assert {"trainyard:gpu_allocated:count", "trainyard:gpu_idle_allocated:count",
+            "trainyard:gpu_allocated_hours:sum24h",
+            "trainyard:gpu_idle_allocated_hours:sum24h"} <= m.recorded_metrics()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -73,6 +120,48 @@ def alert(name, t, *labels):
     """An alert_rule_test: `name` evaluated at `t` expecting one alert per labels dict."""
     return {"eval_time": t, "alertname": name, "exp_alerts": [{"exp_labels": lb} for lb in labels]}
 
+
+def recorded(name, t, *samples):
+    """A promql_expr_test: the recorded series `name` at `t` are these (labels, value)."""
+    return {"expr": name, "eval_time": t,
+            "exp_samples": [{"labels": name + "{" + ", ".join(f'{k}="{v}"' for k, v in lb.items())
+                             + "}", "value": v} for lb, v in samples]}
+
+
+def series(name, values, **labels):
+    return {"series": name + "{" + ", ".join(f'{k}="{v}"' for k, v in labels.items()) + "}",
+            "values": values}
+
+
+def gpu_pod(namespace, pod, node, gpus, phases):
+    """kube-state-metrics series of a pod requesting `gpus` GPUs on `node` ("" until
+    scheduled); `phases`: phase -> promtool values (1 while the pod is in it)."""
+    out = [series("kube_pod_status_phase", values, namespace=namespace, pod=pod, phase=phase)
+           for phase, values in phases.items()]
+    out.append(series("kube_pod_container_resource_requests", f"{gpus}x300",
+                      namespace=namespace, pod=pod, container="node", node=node,
+                      resource="nvidia_com_gpu", unit="integer"))
+    out.append(series("kube_pod_container_resource_requests", "4x300", namespace=namespace,
+                      pod=pod, container="node", node=node, resource="cpu", unit="core"))
+    return out
+
+
+def pool_node(node, pool):
+    return series("kube_node_labels", "1x300", node=node, label_trainyard_io_pool=pool,
+                  label_trainyard_io_accelerator="nvidia")
+
+
+def dcgm_util(node, gpu, values, namespace=None, pod=None):
+    pod_labels = {"exported_namespace": namespace, "exported_pod": pod,
+                  "exported_container": "node"} if pod else {}
+    return series("DCGM_FI_DEV_GPU_UTIL", values, gpu=str(gpu), node=node,
+                  namespace="monitoring", pod="dcgm-exporter-abcde", **pod_labels)
+
+
+ALLOCATED = "trainyard:gpu_allocated:count"
+IDLE = "trainyard:gpu_idle_allocated:count"
+ALLOCATED_HOURS = "trainyard:gpu_allocated_hours:sum24h"
+IDLE_HOURS = "trainyard:gpu_idle_allocated_hours:sum24h"
 
 CASES = [
     {   # XID 79: the GPU fell off the bus
@@ -188,6 +277,65 @@ CASES = [
                                               "trainjob": "llm-a100-2n"}),
         ],
     },
+    {   # Idle cost. research's pod holds 2 a100 GPUs at 1-3% (idle); vision's pod holds 2 a100
+        # GPUs, one busy, one idle but for a burst at 40 min; an l4 GPU nobody holds sits at 0;
+        # a Pending pod asks for 8 GPUs it has not got (no node yet).
+        "interval": "1m",
+        "input_series": [
+            pool_node("n1", "a100"), pool_node("n2", "a100"), pool_node("n3", "l4"),
+            *gpu_pod("research", "idle-0", "n1", 2, {"Running": "1x300"}),
+            *gpu_pod("vision", "busy-0", "n2", 2, {"Running": "1x300"}),
+            *gpu_pod("vision", "waiting-0", "", 8, {"Pending": "1x300", "Running": "0x300"}),
+            dcgm_util("n1", 0, "1x300", "research", "idle-0"),
+            dcgm_util("n1", 1, "3x300", "research", "idle-0"),
+            dcgm_util("n2", 0, "90x300", "vision", "busy-0"),
+            dcgm_util("n2", 1, f"0x40 50 {IDLE_UTIL_PERCENT - 1}x259", "vision", "busy-0"),
+            dcgm_util("n3", 0, "0x300"),
+        ],
+        "alert_rule_test": [
+            alert("TeamGpusIdle", "30m"),
+            alert("TeamGpusIdle", "59m"),  # idle, but not yet for an hour
+            alert("TeamGpusIdle", "61m",
+                  {"severity": "warning", "pool": "a100", "namespace": "research"}),
+            alert("TeamGpusIdle", "90m",  # vision's burst at 40 min is within the hour
+                  {"severity": "warning", "pool": "a100", "namespace": "research"}),
+            alert("TeamGpusIdle", "2h",
+                  {"severity": "warning", "pool": "a100", "namespace": "research"},
+                  {"severity": "warning", "pool": "a100", "namespace": "vision"}),
+        ],
+        "promql_expr_test": [
+            recorded(ALLOCATED, "30m", ({"pool": "a100", "namespace": "research"}, 2),
+                     ({"pool": "a100", "namespace": "vision"}, 2)),
+            recorded(IDLE, "30m", ({"pool": "a100", "namespace": "research"}, 0),
+                     ({"pool": "a100", "namespace": "vision"}, 0)),
+            recorded(IDLE, "61m", ({"pool": "a100", "namespace": "research"}, 2),
+                     ({"pool": "a100", "namespace": "vision"}, 0)),
+            recorded(IDLE, "2h", ({"pool": "a100", "namespace": "research"}, 2),
+                     ({"pool": "a100", "namespace": "vision"}, 1)),
+        ],
+    },
+    {   # GPU-hours: a pod holds 8 GPUs, idle, for 2 h and then succeeds (it keeps its request
+        # until deleted; DCGM's last samples linger 5 min). 16 GPU-hours allocated; 8 idle (the
+        # second hour: a GPU counts as idle once it has been idle an hour).
+        "interval": "1m",
+        "input_series": [
+            pool_node("n1", "a100"),
+            *gpu_pod("research", "done-0", "n1", 8,
+                     {"Running": "1x119 0x180", "Succeeded": "0x119 1x180"}),
+            *[dcgm_util("n1", g, "0x119", "research", "done-0") for g in range(8)],
+        ],
+        "alert_rule_test": [
+            alert("TeamGpusIdle", "90m",
+                  {"severity": "warning", "pool": "a100", "namespace": "research"}),
+            alert("TeamGpusIdle", "2h"),  # Succeeded: nothing allocated any more
+        ],
+        "promql_expr_test": [
+            recorded(ALLOCATED, "3h"),
+            recorded(IDLE, "3h"),
+            recorded(ALLOCATED_HOURS, "3h", ({"pool": "a100", "namespace": "research"}, 16)),
+            recorded(IDLE_HOURS, "3h", ({"pool": "a100", "namespace": "research"}, 8)),
+        ],
+    },
 ]
 
 
@@ -197,6 +345,42 @@ def test_promtool_unit_tests(tmp_path):
     tests.write_text(yaml.safe_dump({"rule_files": _rule_files_for_promtool(tmp_path, ALERT_FILES),
                                      "evaluation_interval": "1m",
                                      "tests": CASES}, sort_keys=False))
+    out = subprocess.run([PROMTOOL, "test", "rules", str(tests)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+@needs_promtool
+def test_team_gpus_idle_names_pool_team_count_and_what_to_do(tmp_path):
+    """The shipped annotations (templates and the query for the team's allocated GPUs)."""
+    test = {
+        "interval": "1m",
+        "input_series": [
+            pool_node("n1", "a100"),
+            *gpu_pod("research", "llm-0", "n1", 8, {"Running": "1x100"}),
+            *[dcgm_util("n1", g, "0x100" if g < 3 else "97x100", "research", "llm-0")
+              for g in range(8)],
+        ],
+        "alert_rule_test": [{"eval_time": "70m", "alertname": "TeamGpusIdle", "exp_alerts": [{
+            "exp_labels": {"severity": "warning", "pool": "a100", "namespace": "research"},
+            "exp_annotations": {
+                "summary": "Team research: 3 allocated GPU(s) in pool a100 idle for an hour",
+                "description": (
+                    "3 of the 8 GPUs that team research's running pods hold in pool a100 stayed "
+                    "below 5% utilisation for the last hour. They are paid for and kept from "
+                    "every other team."),
+                "runbook": (
+                    'Find the pods: the "Cost and waste" row of the trainyard / GPUs dashboard, '
+                    "or `kubectl -n research get pods -o wide` on the pool's nodes. Check the "
+                    "job: a hung collective, a crashed rank or a job waiting on input looks like "
+                    "this. If it is not doing useful work, release the GPUs: `kubectl -n "
+                    "research delete trainjob <name>` (it resumes from its newest checkpoint "
+                    "when rendered again)."),
+            }}]}],
+    }
+    tests = tmp_path / "annotations.yaml"
+    tests.write_text(yaml.safe_dump({"rule_files": [str(m.ALERTS_DIR / "cost.yaml")],
+                                     "evaluation_interval": "1m", "tests": [test]},
+                                    sort_keys=False))
     out = subprocess.run([PROMTOOL, "test", "rules", str(tests)], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
 
@@ -291,6 +475,23 @@ def healthy_eks_gpu_cluster(step_s: int, samples: int) -> list[dict]:
     def add(name, labels, values):
         out.append({"series": name + lb(**labels), "values": values})
 
+    # kube-state-metrics' pods: the TrainJob's (8 GPUs each, Running), CoreDNS (no GPU) and a
+    # finished job's pod on the l4 node (Succeeded, kept until its TrainJob is deleted: its GPU
+    # request no longer holds the GPU).
+    pods = {**{(pod, "research", node, 8): "Running" for node, pod in job_pods.items()},
+            ("coredns-5d8f7c9b6-abcde", "kube-system", "ip-10-0-1-10", 0): "Running",
+            ("vit-l4-node-0-0-h3n8w", "research", "ip-10-0-96-13", 1): "Succeeded"}
+    for (pod, namespace, node, gpus), phase in pods.items():
+        for p in ("Pending", "Running", "Succeeded", "Failed", "Unknown"):
+            add("kube_pod_status_phase", {"namespace": namespace, "pod": pod, "phase": p},
+                const(int(p == phase)))
+        request = {"namespace": namespace, "pod": pod, "container": "node", "node": node}
+        add("kube_pod_container_resource_requests",
+            request | {"resource": "cpu", "unit": "core"}, const(4))
+        if gpus:
+            add("kube_pod_container_resource_requests",
+                request | {"resource": "nvidia_com_gpu", "unit": "integer"}, const(gpus))
+
     for job in ("apiserver", "coredns", "kube-state-metrics",
                 "kube-prometheus-stack-prometheus", "kube-prometheus-stack-alertmanager",
                 "kube-prometheus-stack-operator"):
@@ -351,10 +552,13 @@ _SELECTOR = re.compile(r"(?<![\w.])([a-zA-Z_:][a-zA-Z0-9_:]*)\s*(\{[^}]*\})?")
 
 
 def vector_selectors(expr: str) -> list[str]:
-    """`metric{matchers}` of each vector selector in a PromQL expression (functions, keywords
-    and by/on label lists skipped): what must have data for the alert's silence to mean
-    anything."""
-    s = m._LABEL_LISTS.sub(" ", expr)
+    """`metric{matchers}` of each vector selector in a PromQL expression (functions, keywords,
+    strings outside matchers and by/on label lists skipped): what must have data for the
+    rule's silence to mean anything."""
+    # Strings outside {...}, e.g. label_replace's arguments, are not selectors.
+    s = "".join(part if part.startswith("{") else m._STRINGS.sub('""', part)
+                for part in re.split(r"(\{[^}]*\})", expr))
+    s = m._LABEL_LISTS.sub(" ", s)
     found = []
     for mt in _SELECTOR.finditer(s):
         name = mt.group(1)
@@ -372,13 +576,16 @@ def test_vector_selectors():
         '(kube_node_status_capacity{resource="nvidia_com_gpu"})') == [
         "DCGM_FI_DEV_GPU_TEMP", 'kube_node_status_capacity{resource="nvidia_com_gpu"}']
     assert vector_selectors('time() - x{file=~".*efa.prom"} > 300') == ['x{file=~".*efa.prom"}']
+    assert vector_selectors(
+        'label_replace(max_over_time(a{p!=""}[1h]) < 5 and a{p!=""} offset 1h, "pool", "$1", '
+        '"label_pool", "(.+)") or b:c:d * 0') == ['a{p!=""}', "b:c:d"]
 
 
 def test_the_healthy_cluster_feeds_every_metric_the_rules_read():
     fed = {s["series"].split("{")[0] for s in healthy_eks_gpu_cluster(60, 2)}
-    for file, rule in rules():
-        missing = m.promql_metric_names(rule["expr"]) - fed
-        assert not missing, (f"{file} {rule['alert']}: give {sorted(missing)} healthy values "
+    for file, rule in all_rules():
+        missing = m.promql_metric_names(rule["expr"]) - fed - m.recorded_metrics()
+        assert not missing, (f"{file} {rule_name(rule)}: give {sorted(missing)} healthy values "
                              "in healthy_eks_gpu_cluster()")
 
 
@@ -395,8 +602,9 @@ def test_no_alert_fires_on_a_healthy_eks_gpu_cluster(tmp_path, path):
         "interval": f"{step}s",
         "input_series": healthy_eks_gpu_cluster(step, samples),
         "alert_rule_test": [{"eval_time": t, "alertname": r["alert"], "exp_alerts": []}
-                            for r in file_rules for t in HEALTHY_EVAL_TIMES],
-        # Every selector the rules read has data, so the silence above is not vacuous.
+                            for r in file_rules if "alert" in r for t in HEALTHY_EVAL_TIMES],
+        # Every selector the rules (recording rules included) read has data, so the silence
+        # above is not vacuous.
         "promql_expr_test": [{"expr": f"absent({s})", "eval_time": t, "exp_samples": []}
                              for s in dict.fromkeys(selectors) for t in HEALTHY_EVAL_TIMES],
     }
@@ -404,5 +612,29 @@ def test_no_alert_fires_on_a_healthy_eks_gpu_cluster(tmp_path, path):
     tests.write_text(yaml.safe_dump({
         "rule_files": _rule_files_for_promtool(tmp_path, [path]),
         "evaluation_interval": interval, "tests": [test]}, sort_keys=False))
+    out = subprocess.run([PROMTOOL, "test", "rules", str(tests)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
+
+
+@needs_promtool
+def test_a_healthy_clusters_allocated_gpus_are_busy(tmp_path):
+    """On the healthy cluster the cost rules see the TrainJob's 16 a100 GPUs, none idle; the
+    idle l4 GPU (a finished pod's) and CoreDNS (no GPU) are not allocated."""
+    spec = m.kube_prometheus_stack_values(MonitoringConfig())["prometheus"]["prometheusSpec"]
+    step = _seconds(spec["scrapeInterval"])
+    a100 = {"pool": "a100", "namespace": "research"}
+    test = {
+        "interval": f"{step}s",
+        "input_series": healthy_eks_gpu_cluster(step, HEALTHY_HOURS * 3600 // step + 1),
+        "promql_expr_test": [
+            *[recorded(ALLOCATED, t, (a100, 16)) for t in HEALTHY_EVAL_TIMES],
+            *[recorded(IDLE, t, (a100, 0)) for t in HEALTHY_EVAL_TIMES],
+            recorded(IDLE_HOURS, "4h", (a100, 0)),
+        ],
+    }
+    tests = tmp_path / "healthy-cost.yaml"
+    tests.write_text(yaml.safe_dump({
+        "rule_files": _rule_files_for_promtool(tmp_path, [m.ALERTS_DIR / "cost.yaml"]),
+        "evaluation_interval": spec["evaluationInterval"], "tests": [test]}, sort_keys=False))
     out = subprocess.run([PROMTOOL, "test", "rules", str(tests)], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]

@@ -1,5 +1,6 @@
 """Grafana dashboards (components/data/dashboards/*.json): valid JSON, Grafana's shape, and only
-metrics the installed exporters provide (metrics.txt, itself checked against each exporter)."""
+metrics the installed exporters provide (metrics.txt, itself checked against each exporter) or
+the shipped recording rules write (data/alerts/cost.yaml)."""
 
 from __future__ import annotations
 
@@ -63,14 +64,15 @@ def test_dashboard_uids_are_unique():
 
 @pytest.mark.parametrize("path", DASHBOARD_FILES, ids=lambda p: p.name)
 def test_dashboard_references_only_provided_metrics(path):
-    known = m.known_metrics()
+    known = m.known_metrics() | m.recorded_metrics()
     exprs = m.dashboard_exprs(load(path))
     assert exprs
     for expr in exprs:
         names = m.promql_metric_names(expr)
         assert names, f"{path.name}: no metric in {expr!r}"
         missing = names - known
-        assert not missing, f"{path.name}: {sorted(missing)} not in metrics.txt ({expr!r})"
+        assert not missing, (f"{path.name}: {sorted(missing)} neither in metrics.txt nor "
+                             f"recorded by a rule ({expr!r})")
 
 
 def test_dashboards_cover_what_the_issue_asks_for():
@@ -84,8 +86,25 @@ def test_dashboards_cover_what_the_issue_asks_for():
         "XID errors": "DCGM_FI_DEV_XID_ERRORS", "NVLink": "DCGM_FI_PROF_NVLINK_TX_BYTES",
         "EFA traffic": "node_efa_tx_bytes_total", "EFA errors": "node_efa_rx_drops_total",
         "training throughput": "trainyard_train_tokens_per_second",
+        "GPU-hours allocated": "trainyard:gpu_allocated_hours:sum24h",
+        "GPU-hours idle": "trainyard:gpu_idle_allocated_hours:sum24h",
     }
     assert {topic for topic, metric in wanted.items() if metric not in used} == set()
+
+
+def test_the_cost_panels_show_allocated_vs_idle_per_pool_and_per_team():
+    gpu = load(m.DASHBOARDS_DIR / "gpu.json")
+    (row,) = [p for p in gpu["panels"] if p["type"] == "row" and p["title"] == "Cost and waste"]
+    below = [p for p in gpu["panels"] if p["gridPos"]["y"] > row["gridPos"]["y"]]
+    exprs = [t["expr"] for p in below for t in p["targets"]]
+    for by in ("pool", "namespace"):
+        for series in ("trainyard:gpu_allocated_hours:sum24h",
+                       "trainyard:gpu_idle_allocated_hours:sum24h"):
+            assert f'sum by ({by}) ({series}{{pool=~"$pool"}})' in exprs, (by, series)
+
+
+def test_metrics_txt_is_not_where_recorded_series_go():
+    assert not m.known_metrics() & m.recorded_metrics()
 
 
 # ----------------------------------------------------------------------------------------------

@@ -100,6 +100,9 @@ def test_node_monitoring_agent_tolerates_gpu_taints(any_plan):
     tolerations = values["dcgmAgent"]["tolerations"]
     gpu_taints = {(t["key"], t["effect"]) for ng in resources(any_plan, "aws:eks/nodeGroup:NodeGroup")
                   for t in ng["inputs"].get("taints") or []}
+    gpu_taints |= {(t["key"], t["effect"]) for np in resources(
+        any_plan, "kubernetes:karpenter.sh/v1:NodePool")
+        for t in np["inputs"]["spec"]["template"]["spec"].get("taints") or []}
     assert gpu_taints
     for key, _ in gpu_taints:
         assert any(t.get("operator") == "Exists" and t.get("key") in (None, key)

@@ -113,8 +113,8 @@ def _nic_summary(lt):
             for n in lt["inputs"].get("networkInterfaces") or []]
 
 
-def test_prod_nic_counts(plan_for):
-    lts = _pool_lts(plan_for("prod"))
+def test_prod_nic_counts(managed_plan_for):
+    lts = _pool_lts(managed_plan_for("prod"))  # Karpenter's layout: tests/components/test_karpenter.py
     assert _nic_summary(lts["a100"][1]) == [(0, 0, "efa")] + [(c, 0, "efa-only") for c in (1, 2, 3)]
     assert len(_nic_summary(lts["h100"][1])) == 32
     assert sorted(c for c, _, _ in _nic_summary(lts["h100"][1])) == list(range(32))
@@ -123,8 +123,8 @@ def test_prod_nic_counts(plan_for):
     assert _nic_summary(lts["system"][1]) == []
 
 
-def test_staging_spot_efa_pool(plan_for):
-    lts = _pool_lts(plan_for("staging"))
+def test_staging_spot_efa_pool(managed_plan_for):
+    lts = _pool_lts(managed_plan_for("staging"))
     assert len(_nic_summary(lts["a100-spot"][1])) == 4
 
 

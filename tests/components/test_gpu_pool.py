@@ -210,7 +210,7 @@ def test_every_launch_template_imdsv2_and_encrypted(any_plan):
 def test_every_gpu_node_group(any_plan):
     cfg_pools = any_plan["outputs"]["gpuPools"]
     ngs = _gpu_node_groups(any_plan)
-    assert len(ngs) == len(cfg_pools)
+    assert len(ngs) == sum(1 for p in cfg_pools.values() if p["provisioner"] == "managed")
     for ng in ngs:
         i = ng["inputs"]
         name = i["labels"][POOL_LABEL]
@@ -233,8 +233,8 @@ def test_every_gpu_node_group(any_plan):
         assert i["launchTemplate"]["version"] == "1"
 
 
-def test_prod_capacity_and_placement(plan_for):
-    plan = plan_for("prod")
+def test_prod_capacity_and_placement(managed_plan_for):
+    plan = managed_plan_for("prod")  # prod's elastic pools as node groups (committed: Karpenter)
     ids = by_id(plan)
     pgs = {r["id"]: r for r in resources(plan, PG)}
     seen = {}
@@ -263,7 +263,12 @@ def test_prod_outputs(plan_for):
     assert out["clusterEndpoint"].startswith("https://")
     assert out["gpuPools"]["h100"]["capacityType"] == "CAPACITY_BLOCK"
     assert out["gpuPools"]["h100"]["availabilityZones"] == ["us-east-1b"]
-    assert out["gpuPools"]["a100"]["nodeGroupName"].startswith("trainyard-pool-a100")
+    assert out["gpuPools"]["h100"]["nodeGroupName"].startswith("trainyard-pool-h100")
+    assert out["gpuPools"]["h100"]["provisioner"] == "managed"
+    assert out["gpuPools"]["h100"]["nodePoolName"] is None
+    a100 = out["gpuPools"]["a100"]  # elastic: a Karpenter NodePool, no node group
+    assert (a100["provisioner"], a100["nodeGroupName"], a100["nodePoolName"]) == \
+        ("karpenter", None, "a100")
 
 
 # -- variants built directly (ODCR, Bottlerocket, legacy layout) ---------------------------------

@@ -5,6 +5,7 @@ plaintext in a plan), dashboards/alerts/PodMonitor objects, and the two small ex
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import socket
 import subprocess
@@ -49,6 +50,23 @@ def prod(plan_for):
 # ----------------------------------------------------------------------------------------------
 # Values (pure)
 # ----------------------------------------------------------------------------------------------
+def test_kube_state_metrics_exposes_the_labels_the_rules_join_on():
+    """`--metric-labels-allowlist` (the subchart's metricLabelsAllowlist: `resource=[k8s
+    labels]`): kube_node_labels carries label_trainyard_io_pool, which the GPU dashboard's pool
+    variable and the cost rules (data/alerts/cost.yaml) join on; kube_pod_labels the JobSet."""
+    entries = m.kube_prometheus_stack_values(MonitoringConfig())["kube-state-metrics"][
+        "metricLabelsAllowlist"]
+    allow = {}
+    for entry in entries:
+        resource, labels = re.fullmatch(r"(\w+)=\[([^\]]*)\]", entry).groups()
+        allow[resource] = set(labels.split(","))
+    assert {"trainyard.io/pool", "trainyard.io/accelerator", "trainyard.io/efa"} <= \
+        allow["nodes"]
+    assert "jobset.sigs.k8s.io/jobset-name" in allow["pods"]
+    rules = json.dumps(m.alert_rule_files()["cost"])
+    assert "label_trainyard_io_pool" in rules and "kube_node_labels" in rules
+
+
 def test_kube_prometheus_stack_values_follow_the_config():
     v = m.kube_prometheus_stack_values(MonitoringConfig(prometheus_retention_days=30,
                                                         prometheus_storage_gib=500,
@@ -187,8 +205,9 @@ def test_prod_plan_ships_dashboards_alerts_and_the_training_pod_monitor(prod):
         m.dcgm_counters_csv()
     rules = in_namespace(prod, "kubernetes:monitoring.coreos.com/v1:PrometheusRule")
     assert set(rules) == {"trainyard-gpu", "trainyard-efa", "trainyard-nodes",
-                          "trainyard-training"}
+                          "trainyard-training", "trainyard-cost"}
     assert rules["trainyard-gpu"]["inputs"]["spec"] == m.alert_rule_files()["gpu"]
+    assert rules["trainyard-cost"]["inputs"]["spec"] == m.alert_rule_files()["cost"]
     (pm,) = in_namespace(prod, "kubernetes:monitoring.coreos.com/v1:PodMonitor").values()
     spec = pm["inputs"]["spec"]
     assert spec["namespaceSelector"] == {"any": True}

@@ -35,7 +35,9 @@ def prod(plan_for):
 # ----------------------------------------------------------------------------------------------
 # Plan
 # ----------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("team, quota", [("research", "64"), ("applied", "32")])
+# The GPU quota is what the team's Kueue ClusterQueue can admit (nominal + borrowing: every team
+# may borrow all 248 prod GPUs), never less (components/kueue.py, policy team-quota-admits-queue).
+@pytest.mark.parametrize("team, quota", [("research", "248"), ("applied", "248")])
 def test_prod_team_namespace_objects(prod, team, quota):
     ns = next(r for r in resources(prod, "kubernetes:core/v1:Namespace")
               if r["inputs"]["metadata"]["name"] == team)

@@ -894,3 +894,12 @@ from fixtures_schedulability import SCHEDULABILITY_FIXTURES  # noqa: E402
 
 FIXTURES.update(READINESS_FIXTURES)
 FIXTURES.update(SCHEDULABILITY_FIXTURES)
+from fixtures_kueue import KUEUE_FIXTURES  # noqa: E402
+
+FIXTURES.update(KUEUE_FIXTURES)
+from fixtures_karpenter import KARPENTER_EXTRA_CASES, KARPENTER_FIXTURES  # noqa: E402
+
+FIXTURES.update(KARPENTER_FIXTURES)
+for _name, _cases in KARPENTER_EXTRA_CASES.items():
+    for _kind, _more in _cases.items():
+        FIXTURES[_name][_kind] = FIXTURES[_name][_kind] + _more

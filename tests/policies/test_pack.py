@@ -118,7 +118,7 @@ def test_type_tokens_exist_in_installed_sdks(token):
     if token.startswith("kubernetes:"):
         kind = token.rsplit(":", 1)[-1]
         group = token.split(":")[1]
-        if group.startswith("trainer.kubeflow.org"):
+        if group.startswith(("trainer.kubeflow.org", "karpenter.sh", "karpenter.k8s.aws")):
             return  # a CustomResource: the token is built from apiVersion and kind
         k8s = Path(importlib.import_module("pulumi_kubernetes").__file__).parent
         hits = [p for p in k8s.rglob(f"{kind}.py") if f'"{token}"' in p.read_text()]

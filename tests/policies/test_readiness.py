@@ -208,17 +208,25 @@ def test_nodepool_token_is_what_a_custom_resource_gets():
 
     assert KARPENTER_NODEPOOL == NODEPOOL
 
-def test_committed_stacks_report_every_pool_that_starts_at_zero(any_plan):
-    nodegroups = [r for r in any_plan["resources"] if r["type"] == "aws:eks/nodeGroup:NodeGroup"]
-    charts = {str(r["inputs"].get("chart", "")).rsplit("/", 1)[-1] for r in any_plan["resources"]
-              if r["type"].startswith("kubernetes:helm.sh/")}
-    if charts & {"karpenter", "cluster-autoscaler"}:
-        pytest.skip("the stack installs an autoscaler: the fixtures cover that case")
-    expected = {r["urn"] for r in nodegroups if r["inputs"]["scalingConfig"]["minSize"] == 0
+@pytest.mark.parametrize("stack", ["dev", "staging", "prod"])
+def test_committed_stacks_scale_every_pool_from_zero(plan_for, managed_plan_for, stack):
+    """As committed, Karpenter serves every elastic pool: nothing to report. Planned with every
+    pool as a managed node group (and so nothing that scales them), the rule reports exactly the
+    min-0 node groups that are not Capacity Blocks."""
+    rule = [by_name()["gpu-pool-scale-from-zero"]]
+    report = run_checks(plan_for(stack), PolicyConfig(), rule)
+    assert not report.violations and not report.cannot_judge and not report.errors
+    plan = managed_plan_for(stack)
+    plan["resources"] = [r for r in plan["resources"]
+                         if "karpenter" not in str(r["inputs"].get("chart", ""))
+                         and not r["type"].startswith("kubernetes:karpenter")]
+    expected = {r["urn"] for r in plan["resources"]
+                if r["type"] == "aws:eks/nodeGroup:NodeGroup"
+                and r["inputs"]["scalingConfig"]["minSize"] == 0
                 and r["inputs"].get("capacityType") != "CAPACITY_BLOCK"}
-    report = run_checks(any_plan, PolicyConfig(), [by_name()["gpu-pool-scale-from-zero"]])
+    report = run_checks(plan, PolicyConfig(), rule)
     assert expected and {v["urn"] for v in report.violations} == expected
-    assert all(v["level"] == "advisory" for v in report.violations)
+
 
 # ----------------------------------------------------------------------------------------------
 # Lifecycle

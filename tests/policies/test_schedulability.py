@@ -323,12 +323,20 @@ def _monitoring_addon(plan: dict) -> dict:
 
 
 def _gpu_pools(plan: dict) -> dict:
-    """NVIDIA node groups: pool name -> their taints (EKS spelling)."""
+    """NVIDIA pools (node groups and Karpenter NodePools): pool name -> their taints."""
     out = {}
     for r in plan["resources"]:
+        i = r["inputs"]
+        if r["type"] == "kubernetes:karpenter.sh/v1:NodePool":
+            template = i["spec"]["template"]
+            types = next((q["values"] for q in template["spec"]["requirements"]
+                          if q["key"] == "node.kubernetes.io/instance-type"), [])
+            if any(facts.vendor_of(t) == "nvidia" for t in types):
+                out[template["metadata"]["labels"]["trainyard.io/pool"]] = [
+                    taint_of(t) for t in template["spec"].get("taints") or []]
+            continue
         if r["type"] != "aws:eks/nodeGroup:NodeGroup":
             continue
-        i = r["inputs"]
         types = i.get("instanceTypes") or []
         if i.get("amiType", "").endswith("NVIDIA") or any(facts.vendor_of(t) == "nvidia"
                                                          for t in types):

@@ -428,3 +428,18 @@ def test_prod_vpc_cidr_change_replaces_the_cluster(plan_for, tmp_path):
     assert by_type[EKS] == {D.REPLACE}
     assert by_type[D.NODE_GROUP] == {D.REPLACE}
     assert by_type[VPC] == {D.REPLACE} and by_type[SUBNET] == {D.REPLACE}
+
+
+def test_provisioner_changes_name_each_moved_pool(plan_for, managed_plan_for):
+    """prod with its elastic pools as node groups -> the committed prod (Karpenter NodePools)."""
+    from trainyard.diff import PROVISIONER_NAMES, provisioner_changes
+
+    managed, karpenter = managed_plan_for("prod"), plan_for("prod")
+    assert provisioner_changes(managed, karpenter) == [
+        ("a100", "managed", "karpenter"), ("eval-spot", "managed", "karpenter"),
+        ("g-spot", "managed", "karpenter")]
+    assert provisioner_changes(karpenter, managed)[0] == ("a100", "karpenter", "managed")
+    assert provisioner_changes(karpenter, karpenter) == []
+    assert provisioner_changes(None, karpenter) == []
+    assert PROVISIONER_NAMES == {"managed": "managed node group",
+                                 "karpenter": "Karpenter NodePool"}

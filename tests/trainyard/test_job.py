@@ -78,7 +78,8 @@ def test_p4d_job_requests_8_gpus_4_efa_and_huge_pages_and_mounts_the_checkpoints
     jobspec.validate_train_job(job)
     assert job["apiVersion"] == "trainer.kubeflow.org/v1alpha1" and job["kind"] == "TrainJob"
     assert job["metadata"] == {"name": "llm-a100-2n", "namespace": "research", "labels": {
-        "trainyard.io/workload": "llm", "trainyard.io/pool": "a100", "trainyard.io/stack": "prod"}}
+        "trainyard.io/workload": "llm", "trainyard.io/pool": "a100", "trainyard.io/stack": "prod",
+        "kueue.x-k8s.io/queue-name": "gpu", "kueue.x-k8s.io/priority-class": "training"}}
     assert job["spec"]["runtimeRef"] == {"apiGroup": "trainer.kubeflow.org",
                                          "kind": "ClusterTrainingRuntime",
                                          "name": "torch-efa-a100"}
@@ -87,7 +88,8 @@ def test_p4d_job_requests_8_gpus_4_efa_and_huge_pages_and_mounts_the_checkpoints
     per_node = {"nvidia.com/gpu": "8", "vpc.amazonaws.com/efa": "4", "hugepages-2Mi": "5120Mi"}
     assert t["resourcesPerNode"]["limits"] == per_node
     assert {k: t["resourcesPerNode"]["requests"][k] for k in per_node} == per_node
-    assert t["command"] == ["torchrun", "--nproc-per-node", "8", "-m", "workloads.llm.train"]
+    assert t["command"] == ["python", "-m", "workloads.common.launch", "--nproc-per-node", "8",
+                            "-m", "workloads.llm.train"]
     args = dict(zip(t["args"][::2], t["args"][1::2], strict=True))
     checkpoint = f"s3://{DEPLOYED_BUCKET}/checkpoints/research/llm-a100-2n/"
     assert args["--checkpoint-dir"] == checkpoint
@@ -257,6 +259,133 @@ def test_dev_stack_single_team_needs_no_team_flag(capsys):
 
 
 # ----------------------------------------------------------------------------------------------
+# On the team's Kueue queue, with the interruption budget: a Spot pool and a reserved pool
+# ----------------------------------------------------------------------------------------------
+def pod_template_patch(job):
+    (patch,) = job["spec"]["runtimePatches"]
+    (rjob,) = patch["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"]
+    return rjob["template"]["spec"]["template"]
+
+
+def runtime_of(stack: str, pool: str) -> dict:
+    from trainyard.synth import load_config
+
+    return jobspec.cluster_training_runtime(jobspec.pool_facts(load_config(stack).pool(pool)),
+                                            "img:1")
+
+
+def assert_queued_with_budget(job: dict, namespace: str, priority: str) -> None:
+    """What Kueue and an interruption need, whatever the pool."""
+    from components.k8s_names import (
+        DO_NOT_DISRUPT,
+        LOCAL_QUEUE,
+        PRIORITY_LABEL,
+        QUEUE_LABEL,
+        SPOT_NOTICE_SECONDS,
+    )
+
+    jobspec.validate_train_job(job)
+    meta = job["metadata"]
+    assert meta["namespace"] == namespace
+    assert meta["labels"][QUEUE_LABEL] == LOCAL_QUEUE
+    assert meta["labels"][PRIORITY_LABEL] == priority
+    assert job["spec"]["suspend"] is True  # Kueue unsuspends it on admission
+    template = pod_template_patch(job)
+    assert template["metadata"]["annotations"] == {DO_NOT_DISRUPT: "true"}
+    spec = template["spec"]
+    assert spec["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists",
+                                    "effect": "NoSchedule"}]
+    grace = spec["terminationGracePeriodSeconds"]
+    env = {e["name"]: e["value"] for e in trainer(job)["env"]}
+    shutdown = int(env["TORCH_ELASTIC_SHUTDOWN_TIMEOUT"])
+    assert 0 < shutdown < grace <= SPOT_NOTICE_SECONDS
+    assert (grace, shutdown) == (jobspec.BUDGET.grace_s, jobspec.BUDGET.shutdown_timeout_s)
+    assert trainer(job)["command"][:3] == ["python", "-m", "workloads.common.launch"]
+
+
+def assert_runtime_restarts_on_preemption(rt: dict) -> None:
+    """Exit 75 or an evicted pod fails the Job by policy; JobSet restarts every node without
+    counting it; any other failure restarts too, counted."""
+    from components.k8s_names import DO_NOT_DISRUPT
+
+    jobspec.validate_runtime(rt)
+    jobset = rt["spec"]["template"]["spec"]
+    (rule,) = jobset["failurePolicy"]["rules"]
+    assert rule["action"] == "RestartJobSetAndIgnoreMaxRestarts"
+    assert rule["onJobFailureReasons"] == ["PodFailurePolicy"]
+    (rjob,) = jobset["replicatedJobs"]
+    job_spec = rjob["template"]["spec"]
+    assert job_spec["backoffLimit"] == 0
+    rules = job_spec["podFailurePolicy"]["rules"]
+    assert {"action": "FailJob", "onExitCodes": {"containerName": "node", "operator": "In",
+                                                  "values": [75]}} in rules
+    assert {"action": "FailJob", "onPodConditions": [{"type": "DisruptionTarget",
+                                                      "status": "True"}]} in rules
+    pod = job_spec["template"]
+    assert pod["spec"]["restartPolicy"] == "Never"  # podFailurePolicy requires it
+    assert pod["metadata"]["annotations"] == {DO_NOT_DISRUPT: "true"}
+    assert pod["spec"]["terminationGracePeriodSeconds"] == jobspec.BUDGET.grace_s
+
+
+def test_spot_job_is_queued_tolerates_the_pool_and_carries_the_budget(capsys, prod_outputs):
+    code, out, err = render(capsys, "llm", "--stack", "prod", "--pool", "g-spot", "--nodes", "2",
+                            "--team", "applied", "--preset", "350m", "--outputs", str(prod_outputs))
+    assert code == 0, err
+    assert err == ""  # 350m (what fits an A10G) saves well inside the budget: no warning
+    job = yaml.safe_load(out)
+    assert_queued_with_budget(job, "applied", "training")
+    assert job["metadata"]["labels"]["trainyard.io/pool"] == "g-spot"
+    assert_runtime_restarts_on_preemption(runtime_of("prod", "g-spot"))
+
+
+def test_reserved_pool_job_is_queued_the_same_way(capsys, prod_outputs):
+    code, out, err = render(capsys, "llm", "--stack", "prod", "--pool", "h100", "--nodes", "4",
+                            "--team", "research", "--preset", "1b", "--priority", "production",
+                            "--outputs", str(prod_outputs))
+    assert code == 0, err
+    job = yaml.safe_load(out)
+    assert_queued_with_budget(job, "research", "production")
+    assert job["spec"]["runtimeRef"]["name"] == "torch-efa-h100"
+    assert_runtime_restarts_on_preemption(runtime_of("prod", "h100"))
+
+
+@pytest.mark.parametrize("priority", ["production", "training", "preemptible"])
+def test_every_priority_class_renders(capsys, priority):
+    from components.k8s_names import PRIORITY_CLASSES, PRIORITY_LABEL
+
+    assert priority in PRIORITY_CLASSES
+    code, out, err = render(capsys, "llm", *BASE, "--pool", "eval-spot", "--nodes", "1",
+                            "--priority", priority)
+    assert code == 0, err
+    assert yaml.safe_load(out)["metadata"]["labels"][PRIORITY_LABEL] == priority
+
+
+def test_unknown_priority_is_refused(capsys):
+    with pytest.raises(SystemExit) as exc:
+        render(capsys, "llm", *BASE, "--pool", "eval-spot", "--nodes", "1", "--priority",
+               "urgent")
+    out, err = capsys.readouterr()
+    assert exc.value.code == 2 and out == ""
+    assert "--priority" in err and "urgent" in err and "preemptible" in err
+    assert err.count("\n") == 1
+
+
+def test_a_save_that_cannot_fit_the_spot_budget_is_a_warning(capsys, monkeypatch):
+    """The job still renders (it resumes from its last periodic checkpoint instead)."""
+    from components import trainjob
+
+    monkeypatch.setattr(trainjob, "BUDGET", trainjob.interruption_budget(notice_s=60))
+    code, out, err = render(capsys, "llm", *BASE, "--pool", "eval-spot", "--nodes", "1",
+                            "--preset", "1b")
+    assert code == 0 and yaml.safe_load(out)["kind"] == "TrainJob"
+    assert err.startswith("warning: --preset 1b on Spot pool 'eval-spot': ") and \
+        "may not fit the 30s torchrun waits after SIGTERM" in err and err.count("\n") == 1
+    code, out, err = render(capsys, "llm", *BASE, "--pool", "a100", "--nodes", "1",
+                            "--preset", "1b")
+    assert code == 0 and err == ""  # on-demand: no Spot notice to fit
+
+
+# ----------------------------------------------------------------------------------------------
 # Bad input: exit 2, one line naming the value
 # ----------------------------------------------------------------------------------------------
 BASE = ["--stack", "prod", "--team", "research", "--checkpoint-dir", "s3://b/c/"]
@@ -387,7 +516,8 @@ def test_vision_job_runs_the_vision_entry_point_with_its_own_defaults_and_preset
     assert job["metadata"]["name"] == "vision-eval-spot-1n"
     assert job["metadata"]["labels"]["trainyard.io/workload"] == "vision"
     t = trainer(job)
-    assert t["command"] == ["torchrun", "--nproc-per-node", "4", "-m", "workloads.vision.train"]
+    assert t["command"] == ["python", "-m", "workloads.common.launch", "--nproc-per-node", "4",
+                            "-m", "workloads.vision.train"]
     cfg = TrainConfig(**vars(build_parser().parse_args(t["args"])))  # validates values too
     assert (cfg.preset, cfg.max_steps, cfg.checkpoint_every) == ("resnet50", 1000, 500)
     assert cfg.checkpoint_dir.startswith("s3://") and cfg.checkpoint_dir.endswith(

@@ -140,3 +140,18 @@ def test_subnet_table_is_netmaths_ip_budget(plan_for):
     line = next(ln for ln in text.splitlines() if ln.strip().startswith("private  us-east-1a"))
     assert f"{private['us-east-1a'].needed_at_max:,}" in line and \
         f"{private['us-east-1a'].usable:,}" in line
+
+
+def test_pool_table_shows_each_pools_provisioner(plan_for):
+    """Karpenter pools are in the table (and the GPU total) with no standing nodes and their
+    NodePool's limits as the maximum; reserved and system pools are node groups."""
+    from trainyard.plan import summarize
+
+    text = summarize(plan_for("prod"))
+    rows = {line.split()[0]: line.split() for line in text.splitlines()
+            if line.startswith("    ") and len(line.split()) > 4}
+    assert rows["a100"][1:3] == ["karpenter", "ON_DEMAND"] and "0/0/16" in rows["a100"]
+    assert rows["g-spot"][1:3] == ["karpenter", "SPOT"] and "0/0/8" in rows["g-spot"]
+    assert rows["h100"][1:3] == ["managed", "CAPACITY_BLOCK"] and "0/4/4" in rows["h100"]
+    assert rows["system"][1] == "managed"
+    assert "at max size: 248 GPUs, 200 EFA interfaces" in text

@@ -62,20 +62,26 @@ def repo(tmp_path_factory) -> Path:
         if src.is_file():
             (repo / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, repo / rel)
+    # The base keeps a100 a managed node group with two standing nodes (prod gives it to
+    # Karpenter), so the PR below replaces a node group and changes the desired-size cost.
+    edit_stack(repo, "prod", lambda c: pool(c, "a100").update(provisioner="managed",
+                                                              desiredSize=2))
     git(repo, "init", "-q")
     commit_all(repo, "base")
     git(repo, "tag", "base")
 
-    # The PR: instance type change, max size doubled, bucket versioning suspended.
+    # The PR: instance type change (a node group), max size doubled (a Karpenter NodePool),
+    # a pool moved from Karpenter to a managed node group, bucket versioning suspended.
     edit_stack(repo, "prod", lambda c: pool(c, "a100").update(instanceTypes=["p4de.24xlarge"]))
     edit_stack(repo, "prod", lambda c: pool(c, "g-spot").update(
         maxSize=2 * pool(c, "g-spot")["maxSize"]))
+    edit_stack(repo, "prod", lambda c: pool(c, "eval-spot").update(provisioner="managed"))
     buckets = repo / "components" / "buckets.py"
     code = buckets.read_text()
     assert VERSIONING_ON in code, "components/buckets.py no longer sets versioning like this; " \
         "update the test's PR edit"
     buckets.write_text(code.replace(VERSIONING_ON, VERSIONING_ON.replace("Enabled", "Suspended")))
-    commit_all(repo, "prod: p4de for a100, g-spot to 16 nodes, versioning off")
+    commit_all(repo, "prod: p4de for a100, g-spot to 16 nodes, eval-spot managed, versioning off")
     git(repo, "tag", "pr")
 
     # A base whose config no longer parses...
@@ -137,8 +143,18 @@ def test_names_the_in_place_changes(pr_review, repo):
     updated = [r for r in prod["resources"] if r["action"] == "update"]
     paths = {(r["type"].split(":")[-1], c["path"], c["old"], c["new"])
              for r in updated for c in r["changes"]}
-    assert ("NodeGroup", "scalingConfig.maxSize", was, 2 * was) in paths
+    gpus = load_catalog().get(base_pool(repo, "g-spot")["instanceTypes"][0]).gpus
+    assert ("NodePool", "spec.limits.nvidia.com/gpu", str(was * gpus), str(2 * was * gpus)) \
+        in paths  # g-spot is a Karpenter NodePool: its maximum is its limits
     assert ("BucketVersioning", "versioningConfiguration.status", "Enabled", "Suspended") in paths
+
+
+def test_names_the_provisioner_change(pr_review):
+    """A pool that changes provisioner is said as such, not only as resources added/deleted."""
+    warnings = stack(pr_review, "prod")["warnings"]
+    moved = [w for w in warnings if w.startswith("pool **eval-spot**")]
+    assert moved and "Karpenter NodePool → managed node group" in moved[0], warnings
+    assert not any(w.startswith("pool **g-spot**") for w in warnings)
 
 
 def test_names_the_new_policy_violation(pr_review):
@@ -175,7 +191,7 @@ def test_markdown_is_a_pr_comment(pr_review):
     assert "s3-versioning" in head  # new mandatory violations are called out above the fold
     assert "`instanceTypes[0]`: \"p4d.24xlarge\" → \"p4de.24xlarge\" **(forces replacement)**" \
         in details
-    assert "scalingConfig.maxSize`: " in details
+    assert "spec.limits.nvidia.com/gpu`: " in details
     assert "$" in head and "GPUs" in head
     assert md.count("<details>") == md.count("</details>") == 1
     assert len(md) < R.MAX_COMMENT_CHARS

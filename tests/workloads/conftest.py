@@ -58,17 +58,22 @@ def base_env(cache_dir: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def run_train(args: list[str], env: dict[str, str], nproc: int = 0, max_restarts: int = 0,
-              timeout: int = 120) -> subprocess.CompletedProcess:
-    """``python -m workloads.llm.train ARGS``, or under torchrun with ``nproc`` workers."""
+def train_command(args: list[str], nproc: int = 0, max_restarts: int = 0,
+                  launcher: str = "torch.distributed.run") -> list[str]:
+    """``python -m workloads.llm.train ARGS``, or under torchrun with ``nproc`` workers
+    (``launcher`` "workloads.common.launch": torchrun with the exit code a TrainJob sees)."""
     if nproc:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               f"--nproc-per-node={nproc}", f"--max-restarts={max_restarts}",
-               "-m", "workloads.llm.train", *args]
-    else:
-        cmd = [sys.executable, "-m", "workloads.llm.train", *args]
-    return subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True,
-                          timeout=timeout)
+        return [sys.executable, "-m", launcher, "--standalone", f"--nproc-per-node={nproc}",
+                f"--max-restarts={max_restarts}", "-m", "workloads.llm.train", *args]
+    return [sys.executable, "-m", "workloads.llm.train", *args]
+
+
+def run_train(args: list[str], env: dict[str, str], nproc: int = 0, max_restarts: int = 0,
+              timeout: int = 120, launcher: str = "torch.distributed.run"
+              ) -> subprocess.CompletedProcess:
+    """Run ``train_command(...)`` to the end from the repository root."""
+    return subprocess.run(train_command(args, nproc, max_restarts, launcher), env=env, cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout)
 
 
 def run_module(module: str, args: list[str], cache_dir: Path, timeout: int = 120,
@@ -259,7 +264,8 @@ def wl():
     """Helpers for tests (a fixture, so no test imports conftest by module name)."""
     from types import SimpleNamespace
 
-    return SimpleNamespace(run_train=run_train, read_metrics=read_metrics, base_env=base_env,
+    return SimpleNamespace(run_train=run_train, train_command=train_command,
+                           read_metrics=read_metrics, base_env=base_env,
                            run_module=run_module, assert_config_error=assert_config_error,
                            unwritable_dir=unwritable_dir, NO_AWS_CREDENTIALS=NO_AWS_CREDENTIALS,
                            TINY=TINY, REPO=REPO)

@@ -10,7 +10,6 @@ import json
 import shutil
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
@@ -87,15 +86,14 @@ def _wait_for_step(path, step, proc, timeout=90.0):
     raise AssertionError(f"step {step} never logged")
 
 
-@pytest.mark.parametrize("nproc", [0, 2], ids=["python", "torchrun"])
+@pytest.mark.parametrize("nproc", [0, 2], ids=["python", "launch"])
 def test_sigterm_saves_then_exits_75(nproc, tmp_path, wl, cache_dir):
+    """A SIGTERM from outside (the kubelet draining the node signals the container's main
+    process): the run stops at a step boundary, saves and exits 75, alone or under the
+    launcher the rendered TrainJob runs (torchrun, whose own exit would be 1)."""
     args = [*wl.TINY, "--max-steps", "100000", "--checkpoint-every", "100000",
             "--checkpoint-dir", str(tmp_path / "ckpt"), "--metrics-file", str(tmp_path / "m.jsonl")]
-    if nproc:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               f"--nproc-per-node={nproc}", "-m", "workloads.llm.train", *args]
-    else:
-        cmd = [sys.executable, "-m", "workloads.llm.train", *args]
+    cmd = wl.train_command(args, nproc, launcher="workloads.common.launch")
     proc = subprocess.Popen(cmd, cwd=wl.REPO, env=wl.base_env(cache_dir),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -108,14 +106,48 @@ def test_sigterm_saves_then_exits_75(nproc, tmp_path, wl, cache_dir):
     steps, events = wl.read_metrics(tmp_path / "m.jsonl")
     preempted = [e for e in events if e["event"] == "preempted"]
     assert len(preempted) == 1 and preempted[0]["exit_code"] == 75
+    assert preempted[0]["save_s"] >= 0
     stop = preempted[0]["step"]
     assert max(steps) == stop
     assert (tmp_path / "ckpt" / "latest").read_text() == f"step-{stop:08d}"
     assert (tmp_path / "ckpt" / f"step-{stop:08d}" / "MANIFEST.json").is_file()
     assert "SIGTERM received" in out
-    # Plain python: our exit code. Under torchrun the workers exit 75 and torchrun itself,
-    # having been signalled, exits 1 (documented in docs/workloads.md).
-    assert proc.returncode == (1 if nproc else 75), err
+    assert proc.returncode == 75, err
+    if nproc:
+        assert "preempted): exit 75" in err
+
+
+def test_sigterm_mid_training_exits_75_and_resumes_bit_exact(baseline2, tmp_path, wl,
+                                                              cache_dir):
+    """The interruption chain on CPU with the real launcher, torchrun and checkpoint path:
+    torchrun is sent SIGTERM after step 12 (by rank 0, as the kubelet would; the hook waits for
+    the forwarded signal, so the step is known), every rank stops after step 13, the checkpoint
+    of step 13 is complete, the launcher exits 75; the same command again resumes at 13 and
+    ends with the very losses of the uninterrupted run."""
+    from workloads.common.checkpoint import CheckpointStore
+    from workloads.common.dist import DistInfo
+
+    args = [*wl.TINY, *STEPS, "--checkpoint-dir", str(tmp_path / "ckpt"),
+            "--metrics-file", str(tmp_path / "m.jsonl")]
+    env = wl.base_env(cache_dir, TRAINYARD_FAULT_TERM_STEP="12")
+    first = wl.run_train(args, env, nproc=2, launcher="workloads.common.launch")
+    assert first.returncode == 75, first.stdout + first.stderr
+    assert "Received 15 death signal" in first.stderr  # torchrun itself was signalled
+    steps, events = wl.read_metrics(tmp_path / "m.jsonl")
+    assert [(e["event"], e["step"]) for e in events] == [
+        ("checkpoint", 10), ("checkpoint", 13), ("preempted", 13)]
+    assert max(steps) == 13
+    store = CheckpointStore(str(tmp_path / "ckpt"), DistInfo())
+    assert store.check(13) is None  # manifest present, every shard at its listed size
+    assert store.latest_complete() == 13
+
+    second = wl.run_train(args, env, nproc=2, launcher="workloads.common.launch")
+    assert second.returncode == 0, second.stdout + second.stderr
+    steps, events = wl.read_metrics(tmp_path / "m.jsonl")
+    assert [e["step"] for e in events if e["event"] == "resume"] == [13]
+    _, (base, _) = baseline2
+    assert all(steps[s]["loss"] == base[s]["loss"] for s in range(14, 31))
+    assert all(steps[s]["loss"] == base[s]["loss"] for s in range(1, 14))
 
 
 def test_truncated_and_half_written_checkpoints_are_skipped(baseline1, tmp_path, wl, cache_dir,

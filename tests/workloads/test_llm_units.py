@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 
 import pytest
 import torch
@@ -138,7 +139,9 @@ def test_metrics_jsonl_and_progress(tmp_path):
     m.close()
     records = [json.loads(x) for x in (tmp_path / "m.jsonl").read_text().splitlines()]
     assert records[0]["loss"] == loss  # full precision survives the round trip
-    assert records[-1] == {"event": "done", "step": 4, "elapsed_s": records[-1]["elapsed_s"]}
+    assert records[-1] == {"event": "done", "step": 4, "elapsed_s": records[-1]["elapsed_s"],
+                           "time": records[-1]["time"]}  # wall clock: events line up across runs
+    assert abs(records[-1]["time"] - time.time()) < 60
     assert {"tokens_per_s", "mfu", "eta_s", "elapsed_s", "lr"} <= set(records[0])
     text = out.getvalue()
     assert "step      2/4" in text and "mfu 42.0%" in text and "[####" in text

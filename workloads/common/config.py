@@ -75,6 +75,15 @@ class RunConfig:
         """Bytes one process needs to train (``workloads.common.memory``); None: not checked."""
         return None
 
+    def checkpoint_bytes(self, nodes: int) -> float | None:
+        """Bytes one of ``nodes`` nodes writes for a checkpoint (what a save on SIGTERM has to
+        get out within the Spot budget, components/trainjob.py); None: not estimated."""
+        return None
+
+    def step_flops(self) -> float | None:
+        """Training FLOPs one rank computes per optimizer step; None: not estimated."""
+        return None
+
     @classmethod
     def from_flags(cls: type[C], prog: str, **values: object) -> C:
         """``cls(**values)`` with its inputs checked; exits 2 with one line on stderr if bad."""

@@ -21,7 +21,7 @@ from workloads.common.cli import EXIT_OK, EXIT_PREEMPTED
 from workloads.common.config import RunConfig
 from workloads.common.dist import DistInfo, print0
 from workloads.common.metrics import MetricsLogger
-from workloads.common.preemption import PreemptionFlag, maybe_inject_fault
+from workloads.common.preemption import PreemptionFlag, maybe_inject_fault, record_exit
 
 
 class State(Protocol):
@@ -57,10 +57,15 @@ def train_loop(cfg: RunConfig, info: DistInfo, state: State, metrics: MetricsLog
                log: Callable[[int, list[float], float], None]) -> int:
     """Run ``step(n)`` for n = state.step + 1 .. cfg.max_steps; after each, ``log(n, sums, dt)``
     with the metric tensors summed over ranks, then checkpoint every ``checkpoint_every`` steps,
-    at the last and on SIGTERM (then stop: ``EXIT_PREEMPTED``). Closes ``metrics``."""
+    at the last and on SIGTERM (then stop: ``EXIT_PREEMPTED``). Closes ``metrics``.
+
+    Events carry ``save_s``: on ``checkpoint``, the seconds the loop was blocked by the save
+    (the start of an async one); on ``preempted``, from the save's start until it was complete
+    everywhere (manifest and marker written): what the Spot budget has to cover."""
     store = open_store(cfg, info, state, metrics, name)
     preempt = PreemptionFlag()
     code = EXIT_OK
+    save_start = 0.0
     try:
         while state.step < cfg.max_steps:
             t0 = time.perf_counter()
@@ -75,23 +80,29 @@ def train_loop(cfg: RunConfig, info: DistInfo, state: State, metrics: MetricsLog
                 dist.all_reduce(flags)
             *sums, stop, n_ready = flags.tolist()
             dt = time.perf_counter() - t0
-            maybe_inject_fault(state.step, info.rank, info.world_size)
+            maybe_inject_fault(state.step, info.rank, info.world_size, preempt)
             log(state.step, sums, dt)
             if store and n_ready == info.world_size:
                 store.finalize()
             last = state.step == cfg.max_steps
             if store and (state.step % cfg.checkpoint_every == 0 or last or stop):
+                save_start = time.perf_counter()
                 store.save({"train": state}, state.step)
-                metrics.event("checkpoint", step=state.step)
+                metrics.event("checkpoint", step=state.step,
+                              save_s=round(time.perf_counter() - save_start, 3))
             if stop:
-                print0(f"{name}: {preempt.signal_name} received: stopped after step {state.step}"
-                       + (", checkpoint saved" if store else ", no --checkpoint-dir to save to"))
-                metrics.event("preempted", step=state.step, exit_code=EXIT_PREEMPTED)
                 code = EXIT_PREEMPTED
                 break
         if store:
-            store.close()
-        if code == EXIT_OK:
+            store.close()  # commits a pending (async) save: the checkpoint is complete after it
+        if code == EXIT_PREEMPTED:
+            print0(f"{name}: {preempt.signal_name or 'SIGTERM'} received: stopped after step "
+                   f"{state.step}" + (", checkpoint saved" if store
+                                      else ", no --checkpoint-dir to save to"))
+            metrics.event("preempted", step=state.step, exit_code=EXIT_PREEMPTED,
+                          save_s=round(time.perf_counter() - save_start, 3) if store else None)
+            record_exit(EXIT_PREEMPTED, info.rank)
+        else:
             metrics.event("done", step=state.step)
             print0(f"{name}: done at step {state.step}")
     finally:

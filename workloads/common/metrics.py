@@ -65,7 +65,8 @@ class MetricsLogger:
 
     def event(self, kind: str, **fields: object) -> None:
         if self.is_main:
-            self._write({"event": kind, **fields, "elapsed_s": time.perf_counter() - self.start})
+            self._write({"event": kind, **fields, "elapsed_s": time.perf_counter() - self.start,
+                         "time": time.time()})
 
     def step(self, step: int, loss: float, lr: float, grad_norm: float, work: int,
              step_time: float, total_work: int, mfu: float | None,

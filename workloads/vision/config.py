@@ -256,6 +256,15 @@ class TrainConfig(RunConfig):
                     "or 4 (fp32)",
             hint="lower --batch-size or --image-size, or pick a smaller --preset")
 
+    def checkpoint_bytes(self, nodes: int) -> float:
+        """4 per parameter for the weights, 4 more for SGD momentum. DDP replicates them, so
+        count all of it per node (DCP spreads the writes, but any rank may get any tensor)."""
+        return (8 if self.momentum > 0 else 4) * self.model.num_params()
+
+    def step_flops(self) -> float:
+        """Images per rank per step times forward + backward FLOPs per image."""
+        return self.batch * self.model.train_flops_per_image()
+
     # ----- resolved values (preset defaults applied) -----
     @property
     def model(self) -> ModelConfig:
