@@ -5,7 +5,7 @@ and per elastic pool a NodePool + EC2NodeClass built from the same GpuPoolConfig
 node group, with the SAME node labels and GPU taint (components/gpu_pool.py node_labels /
 node_taints): device plugins, DCGM, runtimes, Kueue flavors and policies cannot tell which
 provisioner made a node. Reserved pools (ODCR, Capacity Block) and the system pool stay managed
-node groups (components/config.py refuses `karpenter` on a reserved pool).
+node groups (components/config_pools.py refuses `karpenter` on a reserved pool).
 
 What the controller needs, all created here:
 
