@@ -34,16 +34,38 @@ each pool's own capacity type; `totals` has min/desired/max; `pools`, `fixed`, `
 
 from __future__ import annotations
 
-import datetime as dt
 import json
-import math
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 from trainyard import outfile
+
+# The parts live beside this module; their public names are re-exported here.
+from trainyard.cost_plan import (
+    CLUSTER,
+    EFS,
+    FSX,
+    HELM_RELEASE,
+    KMS_KEY,
+    NAT,
+    NODE_GROUP,
+    SIZES,
+    VPC_ENDPOINT,
+    _helm_volumes,
+    _inputs,
+    _int,
+    _launch_templates,
+    _region,
+    _volume_gib,
+    _volume_label,
+    reservation_of,
+    root_volumes,
+)
+from trainyard.cost_plan import LAUNCH_TEMPLATE as LAUNCH_TEMPLATE
+from trainyard.cost_render import render
+from trainyard.cost_spot import SpotPrice, assumed_spot, live_spot
 from trainyard.errors import UsageError
 from trainyard.plan import (
     NODE_CLASS,
@@ -52,72 +74,6 @@ from trainyard.plan import (
     karpenter_pool,
     node_group_types,
 )
-
-NODE_GROUP = "aws:eks/nodeGroup:NodeGroup"
-LAUNCH_TEMPLATE = "aws:ec2/launchTemplate:LaunchTemplate"
-CLUSTER = "aws:eks/cluster:Cluster"
-NAT = "aws:ec2/natGateway:NatGateway"
-VPC_ENDPOINT = "aws:ec2/vpcEndpoint:VpcEndpoint"
-EFS = "aws:efs/fileSystem:FileSystem"
-FSX = "aws:fsx/lustreFileSystem:LustreFileSystem"
-KMS_KEY = "aws:kms/key:Key"
-HELM_RELEASE = "kubernetes:helm.sh/v3:Release"
-SIZES = ("min", "desired", "max")
-
-SpotPrice = Callable[[str, float], tuple[float, str, str]]
-"""(instance type, on-demand price) -> (spot $/h, date, source)."""
-
-
-# ----------------------------------------------------------------------------------------------
-# Price sources
-# ----------------------------------------------------------------------------------------------
-def assumed_spot(catalog) -> SpotPrice:
-    discount = catalog.services["spot_discount_assumption"]
-
-    def price(instance_type: str, on_demand: float) -> tuple[float, str, str]:
-        return (on_demand * (1 - discount), catalog.price_date,
-                f"assumption: on-demand minus {discount:.0%} "
-                "(catalog services.spot_discount_assumption)")
-    return price
-
-
-def live_spot(region: str) -> SpotPrice:  # pragma: no cover - needs AWS credentials
-    """Current spot prices from EC2 (the mean over the region's AZs of the latest price)."""
-    try:
-        import boto3
-        import botocore.exceptions
-    except ImportError:
-        raise UsageError("--live-spot needs boto3 (pip install boto3)") from None
-    session = boto3.session.Session()
-    if session.get_credentials() is None:
-        raise UsageError("--live-spot needs AWS credentials (none found); drop the flag to use "
-                         "the catalog's spot discount assumption")
-    ec2 = session.client("ec2", region_name=region)
-    cache: dict[str, tuple[float, str, str]] = {}
-
-    def price(instance_type: str, on_demand: float) -> tuple[float, str, str]:
-        if instance_type not in cache:
-            try:
-                resp = ec2.describe_spot_price_history(
-                    InstanceTypes=[instance_type], ProductDescriptions=["Linux/UNIX"],
-                    StartTime=dt.datetime.now(dt.UTC), MaxResults=100)
-            except botocore.exceptions.BotoCoreError as e:
-                raise UsageError(f"--live-spot: EC2 spot price history failed: {e}") from None
-            except botocore.exceptions.ClientError as e:
-                raise UsageError(f"--live-spot: EC2 spot price history failed: {e}") from None
-            latest: dict[str, Any] = {}
-            for h in resp.get("SpotPriceHistory", []):
-                az = h["AvailabilityZone"]
-                if az not in latest or h["Timestamp"] > latest[az]["Timestamp"]:
-                    latest[az] = h
-            if not latest:
-                raise UsageError(f"--live-spot: no spot price for {instance_type} in {region}")
-            mean = sum(float(h["SpotPrice"]) for h in latest.values()) / len(latest)
-            when = max(h["Timestamp"] for h in latest.values()).date().isoformat()
-            cache[instance_type] = (mean, when, f"EC2 spot price history, {region}, mean of "
-                                                f"{len(latest)} AZs")
-        return cache[instance_type]
-    return price
 
 
 # ----------------------------------------------------------------------------------------------
@@ -167,56 +123,6 @@ def _round(x: Optional[float], n: int = 4) -> Optional[float]:
     return None if x is None else round(x, n)
 
 
-def _inputs(r: dict) -> dict:
-    return r.get("inputs") or {}
-
-
-def _launch_templates(plan: dict) -> dict:
-    out = {}
-    for r in plan["resources"]:
-        if r["type"] == LAUNCH_TEMPLATE:
-            for key in (r.get("id"), (r.get("outputs") or {}).get("name"), _inputs(r).get("name")):
-                if key:
-                    out[key] = r
-    return out
-
-
-def _int(value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise UsageError(f"{what}: expected a number, got {json.dumps(value)}")
-    return int(value)
-
-
-def reservation_of(node_group: dict, launch_template: Optional[dict]) -> Optional[str]:
-    """`capacity-block` or `odcr` when the group runs on reserved capacity (which is never
-    Spot), else None."""
-    if (_inputs(node_group).get("capacityType") or "") == "CAPACITY_BLOCK":
-        return "capacity-block"
-    lt = _inputs(launch_template or {})
-    if ((lt.get("instanceMarketOptions") or {}).get("marketType")) == "capacity-block":
-        return "capacity-block"
-    target = (lt.get("capacityReservationSpecification") or {}).get("capacityReservationTarget")
-    if target:
-        return "odcr"
-    return None
-
-
-def root_volumes(node_group: dict, launch_template: Optional[dict]) -> list[tuple[int, str]]:
-    """(GiB, volume type) of the EBS volumes each node boots with: the launch template's block
-    device mappings, else the group's diskSize. Empty when the plan does not say."""
-    out = []
-    for m in _inputs(launch_template or {}).get("blockDeviceMappings") or []:
-        ebs = (m or {}).get("ebs") or {}
-        if ebs.get("volumeSize") is not None:
-            out.append((_int(ebs["volumeSize"], f"launch template {launch_template['name']}: "
-                                                "blockDeviceMappings.ebs.volumeSize"),
-                        str(ebs.get("volumeType") or "gp3")))
-    if not out and _inputs(node_group).get("diskSize") is not None:
-        out.append((_int(_inputs(node_group)["diskSize"], f"node group {node_group['name']}: "
-                                                          "diskSize"), "gp3"))
-    return out
-
-
 def _ebs_month(catalog, gib: float, volume_type: str, what: str, warnings: list) -> float:
     key = EBS_PRICE_KEY.get(volume_type)
     if key is None:
@@ -254,19 +160,6 @@ def _pool(r: dict, lts: dict, catalog, spot: SpotPrice, prices: list, warnings: 
     return _priced(r, label, types, specs, inp.get("capacityType") or "ON_DEMAND",
                    reservation_of(r, lt), sizes, volumes, "managed", catalog, spot, prices,
                    warnings)
-
-
-def _volume_gib(size: Any, what: str) -> int:
-    """An EC2NodeClass volumeSize (`200Gi`, `1Ti`, `100G`) in GiB."""
-    text = str(size)
-    for suffix, factor in (("Ti", 1024), ("Gi", 1), ("T", 1000 ** 4 / 1024 ** 3),
-                           ("G", 1000 ** 3 / 1024 ** 3)):
-        if text.endswith(suffix):
-            try:
-                return math.ceil(float(text[:-len(suffix)]) * factor)
-            except ValueError:
-                break
-    raise UsageError(f"{what}: volumeSize {json.dumps(size)} is not a size like 200Gi")
 
 
 def _nodepool(r: dict, classes: dict, catalog, spot: SpotPrice, prices: list,
@@ -344,44 +237,6 @@ def _priced(r: dict, label: Optional[str], types: list[str], specs: list, capaci
     }
 
 
-def _helm_volumes(values: Any, path: str = "") -> list[tuple[str, int]]:
-    """(values path, GiB) of every persistent volume a chart's values ask for: each
-    `volumeClaimTemplate` storage request and each enabled `persistence.size`."""
-    out: list[tuple[str, int]] = []
-    if isinstance(values, dict):
-        for key, v in values.items():
-            here = f"{path}.{key}" if path else str(key)
-            if key == "volumeClaimTemplate" and isinstance(v, dict):
-                size = (((v.get("spec") or {}).get("resources") or {}).get("requests")
-                        or {}).get("storage")
-                gib = _gib(size)
-                if gib:
-                    out.append((here, gib))
-                continue
-            if key == "persistence" and isinstance(v, dict) and v.get("enabled", True) \
-                    and _gib(v.get("size")):
-                out.append((here, _gib(v.get("size"))))  # type: ignore[arg-type]
-                continue
-            out += _helm_volumes(v, here)
-    elif isinstance(values, list):
-        for i, v in enumerate(values):
-            out += _helm_volumes(v, f"{path}[{i}]")
-    return out
-
-
-_QUANTITY = {"Gi": 1, "Ti": 1024, "Mi": 1 / 1024, "G": 1e9 / 2**30, "T": 1e12 / 2**30}
-
-
-def _gib(quantity: Any) -> Optional[int]:
-    """A Kubernetes storage quantity in whole GiB (rounded up, as EBS provisions)."""
-    if not isinstance(quantity, str):
-        return None
-    for suffix, factor in _QUANTITY.items():
-        if quantity.endswith(suffix) and quantity[: -len(suffix)].replace(".", "", 1).isdigit():
-            return max(1, math.ceil(float(quantity[: -len(suffix)]) * factor))
-    return None
-
-
 def _fixed(plan: dict, catalog, efs_gib: float, warnings: list) -> list[dict]:
     svc, date = catalog.services, catalog.price_date
     hpm = svc["hours_per_month"]
@@ -448,11 +303,6 @@ def _fixed(plan: dict, catalog, efs_gib: float, warnings: list) -> list[dict]:
         add("EBS gp3 persistent volumes (charts)", sum(g for _, _, g in volumes), gp3.usd,
             gp3.unit, urns, f"{what}; one replica each", gp3)
     return items
-
-
-def _volume_label(path: str) -> str:
-    """`prometheus.prometheusSpec.storageSpec.volumeClaimTemplate` -> `prometheus`."""
-    return path.split(".")[0]
 
 
 def estimate(plan: dict, catalog=None, spot: Optional[SpotPrice] = None,
@@ -547,105 +397,6 @@ def estimate(plan: dict, catalog=None, spot: Optional[SpotPrice] = None,
         "totals": totals, "monthly_total": totals["desired"]["monthly"],
         "blended_usd_per_gpu_hour": blended, "prices": unique, "assumptions": assumptions,
     }
-
-
-def _region(plan: dict) -> Optional[str]:
-    for r in plan.get("resources", []):
-        arn = (r.get("outputs") or {}).get("arn")
-        if isinstance(arn, str) and arn.startswith("arn:"):
-            parts = arn.split(":")
-            if len(parts) > 3 and parts[3]:
-                return parts[3]
-    return None
-
-
-# ----------------------------------------------------------------------------------------------
-# Output
-# ----------------------------------------------------------------------------------------------
-def _money(x: Optional[float]) -> str:
-    return "-" if x is None else f"${x:,.2f}"
-
-
-def _table(rows: list[tuple[str, ...]], right: tuple[int, ...] = (), indent: str = "  ") \
-        -> list[str]:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return [indent + "  ".join(c.rjust(w) if i in right else c.ljust(w)
-                                for i, (c, w) in enumerate(zip(row, widths, strict=True))).rstrip()
-            for row in rows]
-
-
-def _sizes(values: dict, fmt=str) -> str:
-    return "/".join(fmt(values[s]) for s in SIZES)
-
-
-def _alternative(p: dict) -> str:
-    """The price the pool would have at max size on the other market, or why there is none."""
-    if not p["spot_possible"]:
-        return {"capacity-block": "none: Capacity Block", "odcr": "none: ODCR"}[p["reservation"]]
-    if p["capacity_type"] == "SPOT":
-        return f"on-demand {_money(p['hourly']['max']['on_demand'])}"
-    return f"Spot {_money(p['hourly']['max']['spot'])}"
-
-
-def render(est: dict) -> str:
-    lines = [f"trainyard cost: stack {est['stack'] or '?'} (list prices "
-             f"{est['reference_region']} {est['price_date']})",
-             f"Units: {est['units']}."]
-    if est["warnings"]:
-        lines += ["", "Warnings:"] + [f"  ! {w}" for w in est["warnings"]]
-
-    lines += ["", "Node pools at min / desired / max nodes, $/hour at each pool's own capacity "
-                  "type (instances only):"]
-    rows = [("pool", "capacity", "instance types", "nodes", "GPUs", "min", "desired", "max",
-             "$/GPU-hour", "other market at max")]
-    for p in est["pools"]:
-        g = p["usd_per_gpu_hour"]
-        rows.append((p["pool"] or p["name"], p["capacity_type"], ", ".join(p["instance_types"]),
-                     _sizes(p["sizes"]), _sizes(p["gpus"]),
-                     *(_money(p["hourly"][s]["effective"]) for s in SIZES),
-                     _money(g["effective"]) if g else "-", _alternative(p)))
-    t = est["totals"]
-    rows.append(("all pools", "", "", _sizes({s: sum(p["sizes"][s] for p in est["pools"])
-                                              for s in SIZES}),
-                 _sizes({s: t[s]["gpus"] for s in SIZES}),
-                 *(_money(t[s]["pools_hourly"]) for s in SIZES), "", ""))
-    lines += _table(rows, right=(5, 6, 7, 8))
-
-    if any(p["root_volume_gib"] for p in est["pools"]):
-        lines += ["", "Node root volumes (EBS), $/month at min / desired / max nodes:"]
-        rows = [("pool", "GiB/node", "min", "desired", "max")]
-        for p in est["pools"]:
-            rows.append((p["pool"] or p["name"], f"{p['root_volume_gib']:,}",
-                         *(_money(p["ebs_monthly"][s]) for s in SIZES)))
-        rows.append(("all pools", "", *(_money(sum(p["ebs_monthly"][s] for p in est["pools"]))
-                                         for s in SIZES)))
-        lines += _table(rows, right=(1, 2, 3, 4))
-
-    lines += ["", "Fixed costs (independent of pool sizes):"]
-    rows = [("item", "count", "unit price", "$/month", "note")]
-    for f in est["fixed"]:
-        rows.append((f["item"], f"{f['count']:,g}", f"${f['unit_price']:g}/{f['unit']}",
-                     _money(f["monthly"]), f["note"]))
-    rows.append(("total", "", "", _money(est["fixed_monthly"]),
-                 f"{_money(est['fixed_hourly'])}/hour"))
-    lines += _table(rows, right=(1, 3))
-
-    lines += ["", "Stack total (pools at their own capacity type + node root volumes + fixed):"]
-    rows = [("", "min", "desired", "max")]
-    rows.append(("$/hour", *(_money(t[s]["hourly"]) for s in SIZES)))
-    rows.append(("$/month", *(_money(t[s]["monthly"]) for s in SIZES)))
-    rows.append(("GPUs", *(f"{t[s]['gpus']:,}" for s in SIZES)))
-    rows.append(("blended $/GPU-hour", *(_money(est["blended_usd_per_gpu_hour"][s])
-                                         if est["blended_usd_per_gpu_hour"][s] else "n/a"
-                                         for s in SIZES)))
-    lines += _table(rows, right=(1, 2, 3))
-
-    lines += ["", "Prices used (date, source):"]
-    for p in est["prices"]:
-        lines.append(f"  {p['item']}: ${p['usd']:g}/{p['unit']}  {p['date']}  {p['source']}")
-    lines += ["", "Assumptions:"]
-    lines += [f"  - {a}" for a in est["assumptions"]]
-    return "\n".join(lines) + "\n"
 
 
 # ----------------------------------------------------------------------------------------------

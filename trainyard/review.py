@@ -23,23 +23,29 @@ import concurrent.futures as cf
 import contextlib
 import json
 import os
-import re
-import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 from trainyard import diff as D
 from trainyard import gitrefs, outfile
 from trainyard.errors import UsageError
 
+# The parts live beside this module; their public names are re-exported here.
+from trainyard.review_queues import ACCELERATORS as ACCELERATORS
+from trainyard.review_queues import cluster_queues as cluster_queues
+from trainyard.review_queues import queue_changes
+from trainyard.review_render import COMMENT_MARKER as COMMENT_MARKER
+from trainyard.review_render import MAX_COMMENT_CHARS as MAX_COMMENT_CHARS
+from trainyard.review_render import render_markdown
+from trainyard.review_tree import SUBPROCESS_TIMEOUT_S as SUBPROCESS_TIMEOUT_S
+from trainyard.review_tree import Tree, _judge, _plan
+from trainyard.review_tree import monthly_totals as monthly_totals
+
 SCHEMA = "trainyard.review/v1"
-COMMENT_MARKER = "<!-- trainyard-review -->"
-MAX_COMMENT_CHARS = 60_000  # GitHub caps a comment at 65,536 characters
-SUBPROCESS_TIMEOUT_S = 600
 
 
 def add_parser(sub) -> None:
@@ -73,50 +79,8 @@ def add_parser(sub) -> None:
 
 
 # ----------------------------------------------------------------------------------------------
-# Running the tools of one tree
+# One stack at one ref (trainyard/review_tree.py runs the tools)
 # ----------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Tree:
-    label: str
-    """`base` or `head`."""
-    path: Path
-    """The project directory (its __main__.py, stacks/, trainyard/, policies/)."""
-
-    def stacks(self) -> set[str]:
-        return {p.name[len("Pulumi."):-len(".yaml")]
-                for p in (self.path / "stacks").glob("Pulumi.*.yaml")}
-
-    def has_command(self, name: str) -> bool:
-        return (self.path / "trainyard" / f"{name}.py").is_file()
-
-    def trainyard(self, *args: str) -> subprocess.CompletedProcess:
-        """`python -m trainyard ARGS` with this tree's code (same interpreter)."""
-        return self.python("-m", "trainyard", *args)
-
-    def python(self, *args: str) -> subprocess.CompletedProcess:
-        """`python ARGS` in this tree, importing this tree's code (same interpreter)."""
-        # Bytecode caching on: the worktree's modules are imported by several processes.
-        env = {k: v for k, v in os.environ.items()
-               if k not in ("PYTHONPATH", "PYTHONHOME", "PYTHONDONTWRITEBYTECODE")}
-        env["PYTHONPATH"] = str(self.path)
-        try:
-            return subprocess.run([sys.executable, *args], cwd=self.path,
-                                  env=env, capture_output=True, text=True,
-                                  timeout=SUBPROCESS_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            return subprocess.CompletedProcess(args, 124, "", f"timed out after "
-                                               f"{SUBPROCESS_TIMEOUT_S} s")
-
-
-def _errors(proc: subprocess.CompletedProcess) -> str:
-    """The `error: ...` lines of a trainyard command, else its last stderr line."""
-    lines = [ln.strip() for ln in proc.stderr.splitlines() if ln.strip()]
-    errs = [ln.removeprefix("error: ") for ln in lines if ln.startswith("error: ")]
-    if errs:
-        return "; ".join(errs)
-    return lines[-1] if lines else f"exit code {proc.returncode}"
-
-
 @dataclass
 class Side:
     """One stack at one ref: its plan, or why there is none, and what head's rules say."""
@@ -129,87 +93,6 @@ class Side:
     monthly: Optional[dict] = None
     """{"desired": $/month, "max": $/month} from `trainyard cost`."""
     cost_note: Optional[str] = None
-
-
-def _plan(tree: Tree, stack: str, workdir: Path) -> tuple[Optional[dict], Optional[str]]:
-    out = workdir / f"plan-{tree.label}-{stack}.json"
-    proc = tree.trainyard("plan", "--stack", stack, "--json", str(out), "--quiet")
-    if proc.returncode == 2:
-        return None, f"config invalid: {_errors(proc)}"
-    if proc.returncode != 0 or not out.is_file():
-        return None, f"plan failed (exit {proc.returncode}): {_errors(proc)}"
-    return json.loads(out.read_text()), None
-
-
-# Runs several `trainyard` commands in one interpreter of the judge's tree, through its CLI
-# entry point (`trainyard.cli.main(argv)`): one process start instead of one per command.
-_RUN_MANY = r"""
-import contextlib, io, json, sys
-from trainyard.cli import main
-results = []
-for argv in json.loads(sys.argv[1]):
-    err = io.StringIO()
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
-        try:
-            rc = main(argv)
-        except SystemExit as e:
-            rc = e.code if isinstance(e.code, int) else 2
-        except Exception as e:
-            rc = 1
-            print(f"{type(e).__name__}: {e}", file=sys.stderr)
-    results.append([rc, err.getvalue()])
-print(json.dumps(results))
-"""
-
-
-def _judge(judge: Tree, plan_file: Path, stem: Path) -> dict[str, Any]:
-    """`trainyard check --plan` and `trainyard cost --plan` with the judge's rules and prices.
-    Returns {"check": (doc, note), "cost": (monthly, note)}."""
-    commands: dict[str, list[str]] = {}
-    out: dict[str, Any] = {}
-    for name in ("check", "cost"):
-        if judge.has_command(name):
-            commands[name] = [name, "--plan", str(plan_file), "--json", f"{stem}-{name}.json"]
-        else:
-            out[name] = (None, f"`trainyard {name}` is not present at {judge.label}")
-    if not commands:
-        return out
-    proc = judge.python("-c", _RUN_MANY, json.dumps(list(commands.values())))
-    try:
-        results = json.loads(proc.stdout.strip().splitlines()[-1])
-    except (ValueError, IndexError):
-        for name in commands:
-            out[name] = (None, f"trainyard {name} did not run: {_errors(proc)}")
-        return out
-    for (name, argv), (rc, stderr) in zip(commands.items(), results, strict=True):
-        path = Path(argv[-1])
-        ok = rc in ((0, 1) if name == "check" else (0,)) and path.is_file()  # check: 1 = found
-        if not ok:
-            err = subprocess.CompletedProcess(argv, rc, "", stderr)
-            out[name] = (None, f"trainyard {name} failed (exit {rc}): {_errors(err)}")
-            continue
-        doc = json.loads(path.read_text())
-        if name == "check":
-            out[name] = (doc, None)
-        else:
-            monthly = monthly_totals(doc)
-            out[name] = (monthly, None if monthly else "trainyard cost's JSON has no "
-                         "`monthly_total`")
-    return out
-
-
-def monthly_totals(doc: Any) -> Optional[dict]:
-    """From `trainyard cost --json`: `monthly_total` (the stack at desired size, each pool at
-    its own capacity type) and `totals.max.monthly` (every pool at max size)."""
-    if not isinstance(doc, dict) or not _number(doc.get("monthly_total")):
-        return None
-    at_max = ((doc.get("totals") or {}).get("max") or {}).get("monthly")
-    return {"desired": float(doc["monthly_total"]),
-            "max": float(at_max) if _number(at_max) else None}
-
-
-def _number(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
 # Paths that cannot change a plan: when only these differ between the refs, the base plan is
@@ -347,77 +230,6 @@ def build_stack_review(stack: str, base: Side, head: Side, catalog) -> StackRevi
     if sr.status in ("base-invalid", "head-invalid"):
         sr.capacity["delta"] = None
     return sr
-
-
-# ----------------------------------------------------------------------------------------------
-# Kueue: quota and flavor order, said as such
-# ----------------------------------------------------------------------------------------------
-_CLUSTER_QUEUE = re.compile(r"^kubernetes:kueue\.x-k8s\.io/v1beta\d+:ClusterQueue$")
-ACCELERATORS = ("nvidia.com/gpu", "aws.amazon.com/neuron")
-
-
-def _gpu_quota(value: Any) -> float:
-    try:
-        return float(str(value))
-    except ValueError:
-        return 0.0
-
-
-def cluster_queues(plan: Optional[dict]) -> dict[str, dict[str, float]]:
-    """ClusterQueue name -> flavor -> nominal accelerators, flavors in the queue's order (those
-    of the resource groups covering an accelerator resource)."""
-    out: dict[str, dict[str, float]] = {}
-    for r in (plan or {}).get("resources", []):
-        if not _CLUSTER_QUEUE.match(r.get("type", "")):
-            continue
-        inputs = r.get("inputs") or {}
-        name = str((inputs.get("metadata") or {}).get("name") or r.get("name"))
-        flavors: dict[str, float] = {}
-        for group in (inputs.get("spec") or {}).get("resourceGroups") or []:
-            if not set(group.get("coveredResources") or []) & set(ACCELERATORS):
-                continue
-            for f in group.get("flavors") or []:
-                flavors[str(f.get("name"))] = sum(
-                    _gpu_quota(q.get("nominalQuota")) for q in f.get("resources") or []
-                    if q.get("name") in ACCELERATORS)
-        out[name] = flavors
-    return out
-
-
-def _n(x: float) -> str:
-    return f"{x:g}"
-
-
-def _split(flavors: dict[str, float]) -> str:
-    held = [f"{f} {_n(n)}" for f, n in flavors.items() if n]
-    return ", ".join(held) or "none"
-
-
-def queue_changes(base: Optional[dict], head: Optional[dict]) -> list[str]:
-    """What a change does to the teams' Kueue quota, as such: `team research: nominal GPU quota
-    64 → 32`, `flavor order of research: g-spot, a100 → a100, g-spot`, the split across flavors,
-    queues added or removed."""
-    b, h = cluster_queues(base), cluster_queues(head)
-    out = []
-    for team in sorted(set(b) | set(h)):
-        if team not in b:
-            out.append(f"team {team}: ClusterQueue added, nominal GPU quota "
-                       f"{_n(sum(h[team].values()))} ({_split(h[team])})")
-            continue
-        if team not in h:
-            out.append(f"team {team}: ClusterQueue removed (was nominal GPU quota "
-                       f"{_n(sum(b[team].values()))})")
-            continue
-        old, new = b[team], h[team]
-        if sum(old.values()) != sum(new.values()):
-            out.append(f"team {team}: nominal GPU quota {_n(sum(old.values()))} → "
-                       f"{_n(sum(new.values()))}")
-        if list(old) != list(new):
-            out.append(f"flavor order of {team}: {', '.join(old) or 'none'} → "
-                       f"{', '.join(new) or 'none'}")
-        if {f: n for f, n in old.items() if n} != {f: n for f, n in new.items() if n}:
-            out.append(f"team {team}: nominal GPUs per flavor {_split(old)} → {_split(new)}")
-    return out
 
 
 def _flag(sr: StackReview) -> None:
@@ -624,233 +436,3 @@ def run(args) -> int:
     print(f"trainyard review: {len(result.stacks)} stack(s) in {result.elapsed_s:.1f} s",
           file=sys.stderr)
     return 0
-
-
-# ----------------------------------------------------------------------------------------------
-# Markdown
-# ----------------------------------------------------------------------------------------------
-def _money(x: Optional[float], signed: bool = False) -> str:
-    if x is None:
-        return "n/a"
-    sign = ("+" if x > 0 else "−" if x < 0 else "±") if signed else ("−" if x < 0 else "")
-    return f"{sign}${abs(x):,.0f}"
-
-
-def _signed(n: float, unit: str = "") -> str:
-    if not n:
-        return "0"
-    text = f"{n:+,}" if isinstance(n, int) else f"{n:+,.2f}"
-    return text.replace("-", "−") + unit
-
-
-def _policy_cell(sr: StackReview) -> str:
-    p = sr.policy or {}
-    if not p.get("available"):
-        return "n/a"
-    new, fixed = len(p["introduced"]), len(p["fixed"])
-    if not new and not fixed:
-        return "—"
-    mand = sum(1 for v in p["introduced"] if v.get("level") == "mandatory")
-    parts = []
-    if new:
-        parts.append(f"🆕 {new}" + (f" ({mand} mandatory)" if mand else ""))
-    if fixed:
-        parts.append(f"✅ {fixed} fixed")
-    return ", ".join(parts)
-
-
-def _row(sr: StackReview) -> str:
-    if sr.status in ("base-invalid", "head-invalid"):
-        side = "base" if sr.status == "base-invalid" else "head"
-        return f"| **{sr.stack}** | {side} config invalid ||||||| "
-    s = sr.diff.summary()
-    label = {"added": " (new stack)", "removed": " (stack removed)"}.get(sr.status, "")
-    gpus = (sr.capacity.get("delta") or {}).get("gpus", 0)
-    c = sr.cost
-    cost = _money(c.get("delta_monthly"), signed=True) if c.get("available") else "n/a"
-    if c.get("available") and c.get("delta_monthly_at_max", c.get("delta_monthly")) != \
-            c.get("delta_monthly"):
-        cost += f" (at max {_money(c['delta_monthly_at_max'], signed=True)})"
-    repl = f"**{s['replaced']}**" if s["replaced"] else "0"
-    if s["nodes_rolled"]:
-        repl += f" (+{s['nodes_rolled']} node roll{'s' if s['nodes_rolled'] > 1 else ''})"
-    return (f"| **{sr.stack}**{label} | {s['added']} | {s['changed']} | {repl} | "
-            f"{s['removed']} | {_policy_cell(sr)} | {cost} | {_signed(gpus)} |")
-
-
-def render_markdown(rv: Review, max_changes: int = 25) -> str:
-    text = _render(rv, max_changes)
-    if len(text) > MAX_COMMENT_CHARS:
-        text = _render(rv, 3, max_resources=40)
-    if len(text) > MAX_COMMENT_CHARS:
-        text = text[:MAX_COMMENT_CHARS - 200] + "\n\n… (truncated: run `trainyard review` " \
-            "locally or read the JSON report)\n</details>\n"
-    return text
-
-
-def _render(rv: Review, max_changes: int, max_resources: int = 10_000) -> str:
-    head = f"working tree at `{rv.head_commit[:7]}`" if rv.head_ref == "working tree" and \
-        rv.head_commit else f"`{rv.head_ref}` (`{(rv.head_commit or '')[:7]}`)"
-    if rv.dirty:
-        head += " **with uncommitted changes**"
-    base = f"`{rv.base_ref}` (`{rv.base_commit[:7]}`" + \
-        (", merge base)" if rv.compared_with_merge_base else ")")
-    out = [COMMENT_MARKER, "### trainyard review", "",
-           f"{base} → {head}, {len(rv.stacks)} stack(s), offline plan under the mock runtime "
-           "(no cloud credentials; ids and ARNs are placeholders, `pulumi preview` stays the "
-           "authority). Policies and prices: the head's rules applied to both sides.", "",
-           "| stack | + added | ~ changed | ± replaced | − removed | policy Δ | $/month Δ | "
-           "GPUs Δ |", "|---|--:|--:|--:|--:|---|--:|--:|"]
-    out += [_row(sr) for sr in rv.stacks]
-    out.append("")
-
-    cautions = [f"- **{sr.stack}**: {c}" for sr in rv.stacks for c in sr.cautions]
-    if cautions:
-        out += ["> [!CAUTION]", "> **DATA LOSS RISK**", ">"] + [f"> {c}" for c in cautions] + [""]
-    errors = [f"- **{sr.stack}**: {sr.status.split('-')[0]} — "
-              f"{sr.base.error if sr.status == 'base-invalid' else sr.head.error}"
-              for sr in rv.stacks if sr.status.endswith("-invalid")]
-    if errors:
-        out += ["> [!WARNING]", "> **Stacks that could not be planned**", ">"] + \
-            [f"> {e}" for e in errors] + [""]
-    warns = [f"- **{sr.stack}**: {w}" for sr in rv.stacks for w in sr.warnings]
-    if warns:
-        out += ["> [!WARNING]"] + [f"> {w}" for w in warns] + [""]
-    mand = [(sr.stack, v) for sr in rv.stacks if (sr.policy or {}).get("available")
-            for v in sr.policy["introduced"] if v.get("level") == "mandatory"]
-    if mand:
-        out += ["> [!IMPORTANT]", "> **New mandatory policy violations** (`pulumi up` with "
-                "`--policy-pack policies` will refuse)", ">"]
-        out += [f"> - **{s}**: `{v.get('policy')}` on {_short(v.get('urn'))}: "
-                f"{_one_line(v.get('message'))}" for s, v in mand] + [""]
-
-    for sr in rv.stacks:
-        out += _details(sr, max_changes, max_resources)
-    out.append(f"<sub>trainyard review · {rv.elapsed_s:.1f} s · JSON: `trainyard review "
-               f"--format json`</sub>")
-    return "\n".join(out) + "\n"
-
-
-def _short(urn: Optional[str]) -> str:
-    if not urn:
-        return "(stack)"
-    return f"`{urn.rsplit('::', 1)[-1]}`"
-
-
-def _one_line(text: Any, limit: int = 200) -> str:
-    """One line, safe inside a Markdown table cell."""
-    s = " ".join(str(text or "").split()).replace("|", "\\|")
-    return s if len(s) <= limit else s[: limit - 1] + "…"
-
-
-def _change_lines(r: D.ResourceDiff, max_changes: int) -> list[str]:
-    lines = []
-    for c in r.changes[:max_changes]:
-        mark = " **(forces replacement)**" if c.path in r.replace_paths else ""
-        if c.kind == "added":
-            lines.append(f"  - `{c.path}`: added {D.short_value(c.new)}{mark}")
-        elif c.kind == "removed":
-            lines.append(f"  - `{c.path}`: removed (was {D.short_value(c.old)}){mark}")
-        else:
-            lines.append(f"  - `{c.path}`: {D.short_value(c.old)} → "
-                         f"{D.short_value(c.new)}{mark}")
-    if len(r.changes) > max_changes:
-        lines.append(f"  - … {len(r.changes) - max_changes} more")
-    lines += [f"  - {why}" for why in r.reasons]
-    return lines
-
-
-def _details(sr: StackReview, max_changes: int, max_resources: int) -> list[str]:
-    bits = [sr.status]
-    if sr.diff:
-        s = sr.diff.summary()
-        bits = [f"{n} {k}" for k, n in s.items() if n and k in
-                ("added", "changed", "replaced", "removed")] or ["no resource changes"]
-    if sr.cost.get("available") and sr.cost["delta_monthly"]:
-        bits.append(f"{_money(sr.cost['delta_monthly'], signed=True)}/month")
-    out = [f"<details><summary><b>{sr.stack}</b>: {', '.join(bits)}</summary>", ""]
-    if sr.status in ("base-invalid", "head-invalid"):
-        side = sr.base if sr.status == "base-invalid" else sr.head
-        out += [f"The {sr.status.split('-')[0]} could not be planned: **{side.error}**", ""]
-        h = sr.head_only
-        if h:
-            bits = [f"{h['resources']} resources"]
-            if h["violations"] is not None:
-                bits.append(f"{h['violations']} policy violations ({h['mandatory']} mandatory)")
-            if h["monthly"] is not None:
-                bits.append(f"{_money(h['monthly'])}/month at desired size"
-                            + (f", {_money(h['monthly_at_max'])} at max"
-                               if h["monthly_at_max"] is not None else ""))
-            hc = sr.capacity["head"]
-            bits.append(f"{hc['gpus']:,} GPUs and {hc['efa_interfaces']:,} EFA interfaces at "
-                        "max size")
-            out += ["No resource diff without a base plan. The head on its own: "
-                    + "; ".join(bits) + ".", "", "</details>", ""]
-            return out
-        if sr.status == "head-invalid":
-            return out + ["Nothing to compare until the head plans.", "", "</details>", ""]
-    if sr.diff and sr.diff.resources:
-        groups = [("Replaced", "replace", "±"), ("Removed", "delete", "−"),
-                  ("Changed", "update", "~"), ("Added", "create", "+")]
-        shown = 0
-        for title, action, sym in groups:
-            rs = [r for r in sr.diff.resources if r.action == action]
-            if not rs:
-                continue
-            out.append(f"**{title}** ({len(rs)})")
-            out.append("")
-            for r in rs:
-                shown += 1
-                if shown > max_resources:
-                    out.append(f"- … {len(rs)} in all")
-                    break
-                flag = " ⚠ **DATA LOSS RISK**" if r.data_loss_risk else ""
-                roll = " (replaces nodes)" if r.rolls_nodes and action == "update" else ""
-                out.append(f"- {sym} `{r.type}` **{r.name}**{roll}{flag}")
-                if action in ("replace", "update"):
-                    out += _change_lines(r, max_changes)
-            out.append("")
-    elif sr.diff:
-        out += ["No resource changes.", ""]
-
-    if sr.queues:
-        out += ["**Queues** (Kueue quota and flavor order)", ""]
-        out += [f"- {line}" for line in sr.queues] + [""]
-
-    p = sr.policy or {}
-    if p.get("available") and (p["introduced"] or p["fixed"]):
-        out += ["**Policy** (head's rules on both sides)", "",
-                "| | policy | level | resource | message |", "|---|---|---|---|---|"]
-        for mark, key in (("🆕", "introduced"), ("✅ fixed", "fixed")):
-            for v in p[key]:
-                out.append(f"| {mark} | `{v.get('policy')}` | {v.get('level')} | "
-                           f"{_short(v.get('urn'))} | {_one_line(v.get('message'), 160)} |")
-        out.append("")
-    elif p.get("available"):
-        out += [f"**Policy**: no violations introduced or fixed ({p['head_total']} at head).", ""]
-    else:
-        out += [f"**Policy**: not compared: {p.get('note')}.", ""]
-
-    c = sr.cost
-    if c.get("available"):
-        out += [f"**Cost** (head's prices): {_money(c['base_monthly'])} → "
-                f"{_money(c['head_monthly'])} per month at desired size "
-                f"(**{_money(c['delta_monthly'], signed=True)}**)"
-                + (f"; at max size {_money(c['base_monthly_at_max'])} → "
-                   f"{_money(c['head_monthly_at_max'])} "
-                   f"({_money(c['delta_monthly_at_max'], signed=True)})"
-                   if "delta_monthly_at_max" in c else ""), ""]
-    else:
-        out += [f"**Cost**: not compared: {c.get('note')}.", ""]
-
-    cap = sr.capacity
-    if cap and (cap["base"]["nodes"] or cap["head"]["nodes"]):
-        d = cap.get("delta")
-        out += ["**GPU capacity at max size**", "", "| | base | head | Δ |", "|---|--:|--:|--:|"]
-        for key, label in (("gpus", "GPUs"), ("efa_interfaces", "EFA interfaces"),
-                           ("bf16_pflops", "bf16 peak (PFLOPS, dense)"), ("nodes", "nodes")):
-            delta = _signed(d[key]) if d else "n/a"
-            out.append(f"| {label} | {cap['base'][key]:,} | {cap['head'][key]:,} | {delta} |")
-        out.append("")
-    out += ["</details>", ""]
-    return out

@@ -1,0 +1,94 @@
+"""`trainyard cost`: the text report of an estimate (the dict trainyard/cost.py `estimate`
+returns, also written by `--json`)."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from trainyard.cost_plan import SIZES
+
+
+def _money(x: Optional[float]) -> str:
+    return "-" if x is None else f"${x:,.2f}"
+
+
+def _table(rows: list[tuple[str, ...]], right: tuple[int, ...] = (), indent: str = "  ") \
+        -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return [indent + "  ".join(c.rjust(w) if i in right else c.ljust(w)
+                                for i, (c, w) in enumerate(zip(row, widths, strict=True))).rstrip()
+            for row in rows]
+
+
+def _sizes(values: dict, fmt=str) -> str:
+    return "/".join(fmt(values[s]) for s in SIZES)
+
+
+def _alternative(p: dict) -> str:
+    """The price the pool would have at max size on the other market, or why there is none."""
+    if not p["spot_possible"]:
+        return {"capacity-block": "none: Capacity Block", "odcr": "none: ODCR"}[p["reservation"]]
+    if p["capacity_type"] == "SPOT":
+        return f"on-demand {_money(p['hourly']['max']['on_demand'])}"
+    return f"Spot {_money(p['hourly']['max']['spot'])}"
+
+
+def render(est: dict) -> str:
+    lines = [f"trainyard cost: stack {est['stack'] or '?'} (list prices "
+             f"{est['reference_region']} {est['price_date']})",
+             f"Units: {est['units']}."]
+    if est["warnings"]:
+        lines += ["", "Warnings:"] + [f"  ! {w}" for w in est["warnings"]]
+
+    lines += ["", "Node pools at min / desired / max nodes, $/hour at each pool's own capacity "
+                  "type (instances only):"]
+    rows = [("pool", "capacity", "instance types", "nodes", "GPUs", "min", "desired", "max",
+             "$/GPU-hour", "other market at max")]
+    for p in est["pools"]:
+        g = p["usd_per_gpu_hour"]
+        rows.append((p["pool"] or p["name"], p["capacity_type"], ", ".join(p["instance_types"]),
+                     _sizes(p["sizes"]), _sizes(p["gpus"]),
+                     *(_money(p["hourly"][s]["effective"]) for s in SIZES),
+                     _money(g["effective"]) if g else "-", _alternative(p)))
+    t = est["totals"]
+    rows.append(("all pools", "", "", _sizes({s: sum(p["sizes"][s] for p in est["pools"])
+                                              for s in SIZES}),
+                 _sizes({s: t[s]["gpus"] for s in SIZES}),
+                 *(_money(t[s]["pools_hourly"]) for s in SIZES), "", ""))
+    lines += _table(rows, right=(5, 6, 7, 8))
+
+    if any(p["root_volume_gib"] for p in est["pools"]):
+        lines += ["", "Node root volumes (EBS), $/month at min / desired / max nodes:"]
+        rows = [("pool", "GiB/node", "min", "desired", "max")]
+        for p in est["pools"]:
+            rows.append((p["pool"] or p["name"], f"{p['root_volume_gib']:,}",
+                         *(_money(p["ebs_monthly"][s]) for s in SIZES)))
+        rows.append(("all pools", "", *(_money(sum(p["ebs_monthly"][s] for p in est["pools"]))
+                                         for s in SIZES)))
+        lines += _table(rows, right=(1, 2, 3, 4))
+
+    lines += ["", "Fixed costs (independent of pool sizes):"]
+    rows = [("item", "count", "unit price", "$/month", "note")]
+    for f in est["fixed"]:
+        rows.append((f["item"], f"{f['count']:,g}", f"${f['unit_price']:g}/{f['unit']}",
+                     _money(f["monthly"]), f["note"]))
+    rows.append(("total", "", "", _money(est["fixed_monthly"]),
+                 f"{_money(est['fixed_hourly'])}/hour"))
+    lines += _table(rows, right=(1, 3))
+
+    lines += ["", "Stack total (pools at their own capacity type + node root volumes + fixed):"]
+    rows = [("", "min", "desired", "max")]
+    rows.append(("$/hour", *(_money(t[s]["hourly"]) for s in SIZES)))
+    rows.append(("$/month", *(_money(t[s]["monthly"]) for s in SIZES)))
+    rows.append(("GPUs", *(f"{t[s]['gpus']:,}" for s in SIZES)))
+    rows.append(("blended $/GPU-hour", *(_money(est["blended_usd_per_gpu_hour"][s])
+                                         if est["blended_usd_per_gpu_hour"][s] else "n/a"
+                                         for s in SIZES)))
+    lines += _table(rows, right=(1, 2, 3))
+
+    lines += ["", "Prices used (date, source):"]
+    for p in est["prices"]:
+        lines.append(f"  {p['item']}: ${p['usd']:g}/{p['unit']}  {p['date']}  {p['source']}")
+    lines += ["", "Assumptions:"]
+    lines += [f"  - {a}" for a in est["assumptions"]]
+    return "\n".join(lines) + "\n"
