@@ -1,5 +1,7 @@
 """EFA and compute rules: launch templates (IMDS, volumes, NICs), GPU node groups (taints, AMI,
-spot diversification, instance families, capacity reservations), EFA pool correctness."""
+spot diversification, instance families, capacity reservations), EFA pool correctness. Where it
+makes sense, a rule judges Karpenter's EC2NodeClasses as launch templates and NodePools as node
+groups; policies/karpenter.py reads them (and holds the checks only they need)."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from typing import Optional
 
 from pulumi_policy import Severity
 
-from . import facts
+from . import facts, karpenter
 from .common import (
     ADVISORY,
     MANDATORY,
@@ -35,6 +37,8 @@ SG = "aws:ec2/securityGroup:SecurityGroup"
 SG_RULE = "aws:ec2/securityGroupRule:SecurityGroupRule"
 INGRESS_RULE = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
 EGRESS_RULE = "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule"
+NODEPOOL = karpenter.NODEPOOL
+NODECLASS = karpenter.NODECLASS
 
 EFA_TYPES = ("efa", "efa-only")
 INTERFACE_TYPES = ("efa", "efa-only", "interface")
@@ -79,26 +83,35 @@ def launch_template_of(stack: Stack, ng, lts):
 # ----------------------------------------------------------------------------------------------
 # Launch templates
 # ----------------------------------------------------------------------------------------------
+def _imds(args) -> tuple:
+    """(metadata options, where); an EC2NodeClass's with the CRD's defaults filled in."""
+    if args.resource_type == NODECLASS:
+        return karpenter.metadata_options(args.props), "spec.metadataOptions"
+    return get(args.props, "metadataOptions") or {}, "metadataOptions"
+
+
 @resource_rule(
     name="launch-template-imdsv2",
-    description="Launch templates require IMDSv2 (session tokens).",
-    family="efa-compute", types=(LT,), level=MANDATORY, severity=Severity.HIGH,
+    description="Launch templates and EC2NodeClasses require IMDSv2 (session tokens).",
+    family="efa-compute", types=(LT, NODECLASS), level=MANDATORY, severity=Severity.HIGH,
     refs=Refs(checkov=("CKV_AWS_79",), trivy=("AWS-0130",)),
     remediation="Set metadata_options.http_tokens='required' (and http_endpoint='enabled').")
 def launch_template_imdsv2(args, cfg, report):
-    md = get(args.props, "metadataOptions") or {}
+    md, where = _imds(args)
     if get(md, "httpEndpoint") == "disabled":
         return
     tokens = get(md, "httpTokens")
     if tokens != "required":
-        report(f"metadataOptions.httpTokens is {tokens or 'unset (IMDSv1 allowed)'!s}: set "
-               "metadata_options.http_tokens='required' so IMDSv1 is refused.")
+        fix = "it to 'required'" if args.resource_type == NODECLASS else \
+            "metadata_options.http_tokens='required'"
+        report(f"{where}.httpTokens is {tokens or 'unset (IMDSv1 allowed)'!s}: set {fix} so "
+               "IMDSv1 is refused.")
 
 
 @resource_rule(
     name="launch-template-imds-hop-limit",
     description="The IMDSv2 response hop limit is at most the environment's maximum.",
-    family="efa-compute", types=(LT,), level=MANDATORY, severity=Severity.MEDIUM,
+    family="efa-compute", types=(LT, NODECLASS), level=MANDATORY, severity=Severity.MEDIUM,
     refs=Refs(checkov=("CKV_AWS_341",)),
     config=schema(maxHopLimit={
         "type": "integer", "minimum": 1, "maximum": 64, "default": 2,
@@ -107,11 +120,12 @@ def launch_template_imdsv2(args, cfg, report):
     remediation="Lower metadata_options.http_put_response_hop_limit (pods should use EKS Pod "
                 "Identity, not the node role through IMDS).")
 def launch_template_imds_hop_limit(args, cfg, report):
-    hop = as_int(get(args.props, "metadataOptions.httpPutResponseHopLimit"))
+    md, where = _imds(args)
+    hop = as_int(get(md, "httpPutResponseHopLimit"))
     limit = int(cfg["maxHopLimit"])
     if hop is not None and hop > limit:
-        report(f"metadataOptions.httpPutResponseHopLimit is {hop}, above this environment's "
-               f"maximum {limit}: set http_put_response_hop_limit to {limit} or less.")
+        report(f"{where}.httpPutResponseHopLimit is {hop}, above this environment's "
+               f"maximum {limit}: set it to {limit} or less.")
 
 
 @resource_rule(
@@ -166,19 +180,21 @@ def launch_template_no_secrets_in_user_data(args, cfg, report):
 
 @resource_rule(
     name="launch-template-encrypted-volumes",
-    description="Every EBS volume a launch template defines is encrypted.",
-    family="efa-compute", types=(LT,), level=MANDATORY, severity=Severity.HIGH,
+    description="Every EBS volume a launch template or EC2NodeClass defines is encrypted.",
+    family="efa-compute", types=(LT, NODECLASS), level=MANDATORY, severity=Severity.HIGH,
     refs=Refs(other=("pulumi-compliance:launchtemplate-disallow-unencrypted",),
               checkov=("CKV_AWS_8",)),
     remediation="Set block_device_mappings[].ebs.encrypted='true' (optionally with kms_key_id).")
 def launch_template_encrypted_volumes(args, cfg, report):
-    for i, bdm in enumerate(items(get(args.props, "blockDeviceMappings"))):
+    # An EC2NodeClass without blockDeviceMappings gets Karpenter's (encrypted) default.
+    path = "spec.blockDeviceMappings" if args.resource_type == NODECLASS else "blockDeviceMappings"
+    for i, bdm in enumerate(items(get(args.props, path))):
         ebs = get(bdm, "ebs")
-        if ebs is None or get(ebs, "snapshotId"):
+        if ebs is None or get(ebs, "snapshotId") or get(ebs, "snapshotID"):
             continue
         if not truthy(get(ebs, "encrypted")):
-            report(f"blockDeviceMappings[{i}] ({get(bdm, 'deviceName', '?')}) is not encrypted: "
-                   "set ebs.encrypted='true'.")
+            report(f"{path}[{i}] ({get(bdm, 'deviceName', '?')}) is not encrypted: "
+                   "set ebs.encrypted to true.")
 
 
 @resource_rule(
@@ -197,17 +213,20 @@ def launch_template_no_subnet(args, cfg, report):
 
 @resource_rule(
     name="efa-interface-layout",
-    description="EFA launch templates have a valid NIC layout: a primary interface on card 0 "
-                "device 0 that is not efa-only, valid interface types and device indices, "
-                "unique card/device slots and at most one EFA interface per network card.",
-    family="efa-compute", types=(LT,), level=MANDATORY, severity=Severity.HIGH,
+    description="EFA launch templates (EC2NodeClasses) have a valid NIC layout: a primary "
+                "interface on card 0 device 0 that is not efa-only, valid interface types and "
+                "device indices, unique card/device slots and one EFA interface per card at most.",
+    family="efa-compute", types=(LT, NODECLASS), level=MANDATORY, severity=Severity.HIGH,
     refs=Refs(other=("aws-docs:efa-start-nccl", "aws-docs:efa-only")), gpu=True,
     remediation="Card 0 device 0: 'interface' (ENA) or 'efa'; card 0 device 1: 'efa-only'; every "
                 "other card n: device 0 'efa-only' (or the legacy layout: card 0 device 0 'efa', "
-                "cards 1..N-1 device 1 'efa'). One EFA interface per network card.")
+                "cards 1..N-1 device 1 'efa'; EC2NodeClass: current only). One per network card.")
 def efa_interface_layout(args, cfg, report):
-    nics = items(get(args.props, "networkInterfaces"))
-    if not any(get(ni, "interfaceType") in EFA_TYPES for ni in nics):
+    nodeclass = args.resource_type == NODECLASS  # judged whenever it lists interfaces
+    where = "spec.networkInterfaces" if nodeclass else "networkInterfaces"
+    kinds = karpenter.NIC_TYPES if nodeclass else INTERFACE_TYPES
+    nics = items(get(args.props, where))
+    if not nics or not (nodeclass or any(get(n, "interfaceType") in EFA_TYPES for n in nics)):
         return
     slots: dict = {}
     efa_cards: dict = {}
@@ -215,30 +234,29 @@ def efa_interface_layout(args, cfg, report):
         kind = get(ni, "interfaceType") or "interface"
         card = as_int(get(ni, "networkCardIndex"), 0)
         dev = as_int(get(ni, "deviceIndex"), 0)
-        if kind not in INTERFACE_TYPES:
-            report(f"networkInterfaces[{i}].interfaceType {kind!r} is not one of "
-                   f"{', '.join(INTERFACE_TYPES)}.")
+        if kind not in kinds:
+            report(f"{where}[{i}].interfaceType {kind!r} is not one of {', '.join(kinds)}.")
         if dev not in (0, 1):
-            report(f"networkInterfaces[{i}].deviceIndex is {dev}: EFA layouts use device index 0 "
+            report(f"{where}[{i}].deviceIndex is {dev}: EFA layouts use device index 0 "
                    "or 1 on each network card.")
         if (card, dev) in slots:
-            report(f"networkInterfaces[{i}] reuses network card {card} device {dev} "
-                   f"(already networkInterfaces[{slots[(card, dev)]}]): give each interface its "
+            report(f"{where}[{i}] reuses network card {card} device {dev} "
+                   f"(already {where}[{slots[(card, dev)]}]): give each interface its "
                    "own card/device slot.")
         slots.setdefault((card, dev), i)
         if kind in EFA_TYPES:
             if card in efa_cards:
-                report(f"networkInterfaces[{i}] is a second EFA interface on network card {card} "
-                       f"(first: networkInterfaces[{efa_cards[card]}]): one EFA interface per "
+                report(f"{where}[{i}] is a second EFA interface on network card {card} "
+                       f"(first: {where}[{efa_cards[card]}]): one EFA interface per "
                        "network card.")
             efa_cards.setdefault(card, i)
     primary = slots.get((0, 0))
+    ip_kinds = " or ".join(repr(k) for k in kinds if k != "efa-only")
     if primary is None:
-        report("no primary interface on network card 0 device 0: add one of type 'interface' or "
-               "'efa'.")
+        report(f"no primary interface on network card 0 device 0: add one of type {ip_kinds}.")
     elif (get(nics[primary], "interfaceType") or "interface") == "efa-only":
-        report(f"networkInterfaces[{primary}] is the primary interface (card 0, device 0) and is "
-               "'efa-only', which has no IP: make it 'interface' or 'efa'.")
+        report(f"{where}[{primary}] is the primary interface (card 0, device 0) and is "
+               f"'efa-only', which has no IP: make it {ip_kinds}.")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -255,8 +273,8 @@ def _efa_pools(stack: Stack):
 
 @stack_rule(
     name="efa-interface-count",
-    description="An EFA launch template attaches exactly as many EFA interfaces as every "
-                "instance type of its node group supports, on network cards that exist.",
+    description="An EFA launch template (EC2NodeClass) attaches exactly as many EFA interfaces as "
+                "every type of its node group (NodePool) supports, on network cards that exist.",
     family="efa-compute", level=MANDATORY, severity=Severity.HIGH,
     refs=Refs(other=("aws-docs:efa-acc-inst-types",)), gpu=True,
     remediation="Attach one EFA interface (efa or efa-only) per network card, up to the type's "
@@ -266,46 +284,50 @@ def efa_interface_count(stack: Stack, cfg, report):
     lts = stack.of(LT)
     for ng in stack.of(NODE_GROUP):
         lt = launch_template_of(stack, ng, lts)
-        if lt is None:
-            continue
-        efa = efa_interfaces(lt.props)
-        if not efa:
-            continue
-        cards = [as_int(get(ni, "networkCardIndex"), 0) for ni in efa]
-        for t in node_group_types(ng.props, lt.props):
-            spec = facts.lookup(t)
-            if spec is None:
-                report(f"node group {short(ng.urn)} uses {t}, which is not in the pack's "
-                       "instance facts (policies/facts.py): add it so EFA can be checked.", lt.urn)
-                continue
-            if spec.max_efa == 0:
-                report(f"{t} (node group {short(ng.urn)}) does not support EFA, but launch "
-                       f"template {short(lt.urn)} attaches {len(efa)} EFA interface(s): remove "
-                       "them or use an EFA-capable type.", lt.urn)
-                continue
-            if len(efa) != spec.max_efa:
-                report(f"{t} supports {spec.max_efa} EFA interface(s) but launch template "
-                       f"{short(lt.urn)} attaches {len(efa)}: attach exactly {spec.max_efa}, one "
-                       f"per network card 0..{spec.max_efa - 1}.", lt.urn)
-            bad = sorted({c for c in cards if c >= spec.network_cards})
-            if bad:
-                report(f"{t} has {spec.network_cards} network card(s) but launch template "
-                       f"{short(lt.urn)} uses card index {bad[0]}.", lt.urn)
+        efa = efa_interfaces(lt.props) if lt is not None else []
+        for t in node_group_types(ng.props, lt.props) if efa else ():
+            for problem in _efa_count(t, efa, f"node group {short(ng.urn)}",
+                                      f"launch template {short(lt.urn)}"):
+                report(problem, lt.urn)
+    karpenter.check_efa_counts(stack, report, _efa_count)
+
+
+def _efa_count(t: str, efa: list, pool: str, template: str) -> list[str]:
+    """Why `template`'s EFA interfaces do not fit instance type `t` of `pool`."""
+    spec = facts.lookup(t)
+    if spec is None:
+        return [f"{pool} uses {t}, which is not in the pack's instance facts "
+                "(policies/facts.py): add it so EFA can be checked."]
+    if spec.max_efa == 0:
+        return [f"{t} ({pool}) does not support EFA, but {template} attaches {len(efa)} EFA "
+                "interface(s): remove them or use an EFA-capable type."]
+    out = []
+    if len(efa) != spec.max_efa:
+        out.append(f"{t} supports {spec.max_efa} EFA interface(s) but {template} attaches "
+                   f"{len(efa)}: attach exactly {spec.max_efa}, one per network card "
+                   f"0..{spec.max_efa - 1}.")
+    bad = sorted({c for c in (as_int(get(n, "networkCardIndex"), 0) for n in efa)
+                  if c >= spec.network_cards})
+    if bad:
+        out.append(f"{t} has {spec.network_cards} network card(s) but {template} uses card "
+                   f"index {bad[0]}.")
+    return out
 
 
 @stack_rule(
     name="efa-pool-single-subnet",
-    description="Every EFA node group launches into exactly one subnet (one AZ).",
+    description="Every EFA node group (EFA NodePool) launches into exactly one subnet (one AZ).",
     family="efa-compute", level=MANDATORY, severity=Severity.HIGH,
     refs=Refs(other=("aws-docs:efa-start-nccl",)), gpu=True,
-    remediation="Give the EFA node group a single subnet_ids entry (the pool's one AZ); NCCL "
-                "over EFA fails across subnets.")
+    remediation="Give the EFA node group a single subnet_ids entry (EC2NodeClass: one "
+                "subnetSelectorTerms id), the pool's one AZ; NCCL over EFA fails across subnets.")
 def efa_pool_single_subnet(stack: Stack, cfg, report):
     for ng, _lt in _efa_pools(stack):
         subnets = items(get(ng.props, "subnetIds"))
         if len(subnets) != 1:
             report(f"EFA node group {short(ng.urn)} has {len(subnets)} subnets: an EFA pool "
                    "must live in exactly one subnet/AZ.", ng.urn)
+    karpenter.check_subnets(stack, report)
 
 
 @stack_rule(
@@ -416,12 +438,16 @@ def efa_security_group_self_rules(stack: Stack, cfg, report):
 # ----------------------------------------------------------------------------------------------
 @resource_rule(
     name="gpu-node-taint",
-    description="GPU/accelerator node groups carry the vendor taint so non-GPU pods stay off.",
-    family="efa-compute", types=(NODE_GROUP,), level=MANDATORY, severity=Severity.MEDIUM,
+    description="GPU/accelerator node groups (NodePools) carry the vendor taint so non-GPU pods "
+                "stay off.",
+    family="efa-compute", types=(NODE_GROUP, NODEPOOL), level=MANDATORY, severity=Severity.MEDIUM,
     refs=Refs(other=("aws-docs:eks-ml-gpu-nodes",)), gpu=True,
     remediation="Add taints=[{key: 'nvidia.com/gpu' (Neuron: 'aws.amazon.com/neuron'), value: "
-                "'true', effect: 'NO_SCHEDULE'}] to the node group.")
+                "'true', effect: 'NO_SCHEDULE'}] to the node group (NodePool: NoSchedule).")
 def gpu_node_taint(args, cfg, report):
+    if args.resource_type == NODEPOOL:
+        problem = karpenter.missing_taint(args)
+        return report(problem) if problem else None
     types = node_group_types(args.props)
     vendor = accelerator_vendor(types, get(args.props, "amiType"))
     if vendor is None:
@@ -454,12 +480,12 @@ def ami_mismatch(ng_props, types: list[str]) -> Optional[str]:
 
 @stack_rule(
     name="gpu-ami-type-match",
-    description="A node group's AMI type carries the driver stack of its accelerators (NVIDIA "
-                "AMI for NVIDIA GPUs, Neuron AMI for Trainium/Inferentia, standard for CPU).",
+    description="A node group's AMI type (NodePool's EC2NodeClass AMI) carries the driver stack "
+                "of its accelerators (NVIDIA AMI for NVIDIA GPUs, Neuron for Trainium/Inferentia).",
     family="efa-compute", level=MANDATORY, severity=Severity.HIGH,
     refs=Refs(other=("aws-docs:eks-optimized-amis",)), gpu=True,
     remediation="Set ami_type to AL2023_x86_64_NVIDIA / BOTTLEROCKET_x86_64_NVIDIA for NVIDIA "
-                "types, AL2023_x86_64_NEURON for Trainium/Inferentia.")
+                "types, AL2023_x86_64_NEURON for Trainium/Inferentia (EC2NodeClass: an alias).")
 def gpu_ami_type_match(stack: Stack, cfg, report):
     """A stack rule: Capacity Block pools name their instance type in the launch template."""
     lts = stack.of(LT)
@@ -468,15 +494,21 @@ def gpu_ami_type_match(stack: Stack, cfg, report):
         problem = ami_mismatch(ng.props, node_group_types(ng.props, lt.props if lt else None))
         if problem:
             report(f"node group {short(ng.urn)}: {problem}", ng.urn)
+    for urn, problem in karpenter.ami_mismatches(stack):
+        report(problem, urn)
 
 
 @resource_rule(
     name="node-ami-container-optimized",
-    description="Node groups run a current container-optimized OS (AL2023 or Bottlerocket).",
-    family="efa-compute", types=(NODE_GROUP,), level=MANDATORY, severity=Severity.MEDIUM,
-    refs=Refs(cis=("3.3.1",)),
-    remediation="Use an AL2023_* or BOTTLEROCKET_* ami_type; AL2 AMIs are legacy.")
+    description="Node groups (EC2NodeClasses) run a current container-optimized OS (AL2023 or "
+                "Bottlerocket).",
+    family="efa-compute", types=(NODE_GROUP, NODECLASS), level=MANDATORY,
+    severity=Severity.MEDIUM, refs=Refs(cis=("3.3.1",)),
+    remediation="Use an AL2023_* or BOTTLEROCKET_* ami_type (alias al2023@/bottlerocket@).")
 def node_ami_container_optimized(args, cfg, report):
+    if args.resource_type == NODECLASS:
+        problem = karpenter.ami_family_problem(args.props)
+        return report(problem) if problem else None
     ami = get(args.props, "amiType")
     if ami and not (str(ami).startswith(("AL2023_", "BOTTLEROCKET_")) or ami == "CUSTOM"):
         report(f"amiType {ami} is not AL2023 or Bottlerocket: move the node group to an AL2023_* "
@@ -485,34 +517,40 @@ def node_ami_container_optimized(args, cfg, report):
 
 @resource_rule(
     name="spot-pool-diversified",
-    description="Spot node groups list several instance types, all of the same GPU/EFA shape.",
-    family="efa-compute", types=(NODE_GROUP,), level=MANDATORY, severity=Severity.MEDIUM,
+    description="Spot node groups (NodePools) list several instance types of one GPU/EFA shape.",
+    family="efa-compute", types=(NODE_GROUP, NODEPOOL), level=MANDATORY, severity=Severity.MEDIUM,
     refs=Refs(other=("aws-docs:eks-managed-spot",)), gpu=True,
     config=schema(minInstanceTypes={
         "type": "integer", "minimum": 1, "default": 2,
-        "description": "Fewest instance types a SPOT node group may list."}),
+        "description": "Fewest instance types a SPOT node group (Spot NodePool) may list."}),
     remediation="List at least two instance types with the same accelerator count and EFA count "
                 "(e.g. g5.48xlarge + g6.48xlarge, p4d.24xlarge + p4de.24xlarge).")
 def spot_pool_diversified(args, cfg, report):
-    if get(args.props, "capacityType") != "SPOT":
+    if args.resource_type == NODEPOOL:
+        types, what = karpenter.spot_types(args), "Spot NodePool"
+    else:
+        spot = get(args.props, "capacityType") == "SPOT"
+        types, what = node_group_types(args.props) if spot else None, "SPOT node group"
+    if types is None:
         return
-    types = node_group_types(args.props)
     need = int(cfg["minInstanceTypes"])
     if len(types) < need:
-        report(f"SPOT node group lists {len(types)} instance type(s) {types}: list at least "
+        report(f"{what} lists {len(types)} instance type(s) {types}: list at least "
                f"{need} of the same shape so Spot can draw from several pools.")
     specs = {t: facts.lookup(t) for t in types}
     shapes = {s.shape for s in specs.values() if s is not None}
     if len(shapes) > 1:
         detail = ", ".join(f"{t} ({s.gpus} GPUs, {s.max_efa} EFA)" for t, s in specs.items() if s)
-        report(f"SPOT node group mixes shapes: {detail}; every type needs the same accelerator "
+        report(f"{what} mixes shapes: {detail}; every type needs the same accelerator "
                "and EFA count.")
 
 
 @resource_rule(
     name="allowed-instance-types",
-    description="Node groups use only the instance families allowed in this environment.",
-    family="efa-compute", types=(NODE_GROUP, LT), level=MANDATORY, severity=Severity.MEDIUM,
+    description="Node groups and NodePools use only the instance families allowed in this "
+                "environment (a GPU NodePool must restrict them).",
+    family="efa-compute", types=(NODE_GROUP, LT, NODEPOOL), level=MANDATORY,
+    severity=Severity.MEDIUM,
     refs=Refs(other=("trainyard:environment-instance-families",)), gpu=True,
     config=schema(allowedFamilies={
         "type": "array", "items": {"type": "string"},
@@ -522,6 +560,8 @@ def spot_pool_diversified(args, cfg, report):
                 "(policies/config/<env>.json) after review.")
 def allowed_instance_types(args, cfg, report):
     allowed = set(cfg["allowedFamilies"])
+    if args.resource_type == NODEPOOL:
+        return karpenter.check_allowed_families(args, allowed, report)
     if args.resource_type == LT:
         types = [get(args.props, "instanceType")] if get(args.props, "instanceType") else []
     else:

@@ -21,7 +21,10 @@ stack config. Bad input exits 2 with one line naming the value.
 The job goes on its team's Kueue queue (LocalQueue `gpu` in the team namespace, `--priority`
 one of the WorkloadPriorityClasses, created suspended until Kueue admits it), and a job no
 flavor could ever admit is refused here: more GPUs than the team's gpuQuota, more nodes than
-the pool's maxSize, more GPUs per node than the pool's instance type has. It carries the Spot
+the pool's maxSize, more GPUs per node than the pool's instance type has. So is a job whose
+estimated training memory per GPU (the trainer's own estimate, workloads/common/memory.py; with
+FSDP each rank's share over nodes x GPUs) exceeds the pool's GPU memory: the trainer would refuse
+it on the cluster after Kueue admitted it. It carries the Spot
 interruption budget (components/trainjob.py `BUDGET`); on a Spot pool, a preset whose estimated
 step + save does not fit it gets a warning on stderr (docs/workloads.md "On the cluster").
 """
@@ -117,6 +120,10 @@ def add_parser(sub) -> None:
                         "deployed stack's checkpoints bucket, from --outputs)")
     w = r.add_argument_group("workload flags")
     w.add_argument("--preset", help=f"model size (default: {DEFAULT_PRESETS})")
+    w.add_argument("--micro-batch-size", type=int, metavar="N",
+                   help="llm: sequences per GPU per micro-step (default: the preset's)")
+    w.add_argument("--batch-size", type=int, metavar="N",
+                   help="vision: images per GPU per step (default: the preset's)")
     w.add_argument("--max-steps", type=int)
     w.add_argument("--checkpoint-every", type=int, metavar="K")
     w.add_argument("--seed", type=int)
@@ -340,17 +347,20 @@ def build_request(args, config, outputs: Optional[dict[str, Any]] = None) -> tra
             raise UsageError(f"--preset {args.preset}: unknown preset "
                              f"(known: {', '.join(presets)})")
         workload_args["preset"] = args.preset
-    for flag in ("max_steps", "checkpoint_every", "seed"):
+    for flag in ("max_steps", "checkpoint_every", "seed", *BATCH_FIELDS):
         value = getattr(args, flag)
         if value is not None:
             if value < (0 if flag == "seed" else 1):
                 raise UsageError(f"--{flag.replace('_', '-')} {value}: must be "
                                  f"{'>= 0' if flag == 'seed' else '>= 1'}")
+            if flag in BATCH_FIELDS and flag != batch_field(wl):
+                raise UsageError(f"--{flag.replace('_', '-')} {value}: workload {wl.name} takes "
+                                 f"--{batch_field(wl).replace('_', '-')}")
             workload_args[flag] = value
     if args.data:
         workload_args["data"] = args.data
 
-    return trainjob.JobRequest(
+    req = trainjob.JobRequest(
         name=name, namespace=team.name, workload=wl, pool=facts, nodes=args.nodes,
         gpus_per_node=gpus, image=image, checkpoint_dir=checkpoint,
         workload_args=workload_args, shared_claims=claims, nccl_debug=args.nccl_debug,
@@ -358,6 +368,76 @@ def build_request(args, config, outputs: Optional[dict[str, Any]] = None) -> tra
         runtime=live.runtime if live else None,
         service_account=live.service_account if live else None,
         priority=args.priority)
+    check_gpu_memory(req)
+    return req
+
+
+# ----------------------------------------------------------------------------------------------
+# Will it fit the pool's GPUs? (the trainer's own estimate, before Kueue admits the job)
+# ----------------------------------------------------------------------------------------------
+BATCH_FIELDS = ("micro_batch_size", "batch_size")
+"""Per-GPU batch flags: llm's --micro-batch-size, vision's --batch-size."""
+GIB = 2**30
+
+
+def batch_field(wl: trainjob.Workload) -> str:
+    import importlib
+
+    fields = importlib.import_module(wl.config_module).FIELDS
+    return next(f for f in BATCH_FIELDS if f in fields)
+
+
+def workload_config(req: trainjob.JobRequest, **over):
+    """The workload's own TrainConfig for what the job passes that sizes a step (preset and
+    per-GPU batch), as the trainer will build it; `over` replaces fields."""
+    import importlib
+
+    module = importlib.import_module(req.workload.config_module)
+    given = {**req.workload.defaults, **req.workload_args}
+    keep = {k: given[k] for k in ("preset", *BATCH_FIELDS) if k in given and k in module.FIELDS}
+    return module.TrainConfig(**{**keep, **over})
+
+
+def _gib_per_gpu(cfg, world: int) -> Optional[float]:
+    estimate = cfg.memory_estimate(world, True)
+    return None if estimate is None else estimate.total / GIB
+
+
+def check_gpu_memory(req: trainjob.JobRequest) -> None:
+    """UsageError (one line: the preset, the estimate per GPU, the pool's GPU memory and what
+    would fit) when the trainer's memory estimate for one rank exceeds the pool's GPU memory.
+    The estimate is `memory_estimate(world, cuda=True)` with world = nodes x GPUs per node (FSDP
+    shards weights, gradients and optimizer states over every rank; DDP does not). The trainer
+    compares it with the GPU's free memory, which is a little below the catalog's size: a job
+    that passes here may still be refused there, one refused here would be refused there."""
+    have = req.pool.gpu_memory_gib
+    world = req.nodes * req.gpus_per_node
+    cfg = workload_config(req)
+    need = _gib_per_gpu(cfg, world) if have else None
+    if need is None or need <= have:
+        return
+    field = batch_field(req.workload)
+    batch = getattr(cfg, "batch_size" if field == "micro_batch_size" else "batch")  # resolved
+    fixes = []
+    smaller = batch // 2
+    while smaller >= 1 and _gib_per_gpu(workload_config(req, **{field: smaller}), world) > have:
+        smaller //= 2
+    if smaller >= 1:
+        fixes.append(f"--{field.replace('_', '-')} {smaller}")
+    presets = workload_presets(req.workload)  # PRESETS are in size order, smallest first
+    fits = [p for p in presets[:presets.index(cfg.preset)]
+            if _gib_per_gpu(workload_config(req, preset=p, **{field: None}), world) <= have]
+    if fits:
+        fixes.append(f"--preset {fits[-1]}")
+    estimate = cfg.memory_estimate(world, True)
+    sharded = world > 1 and estimate.total < cfg.memory_estimate(1, True).total  # FSDP, not DDP
+    ranks = f"sharded over {world} GPUs" if sharded else f"{world} GPU{'s' if world > 1 else ''}"
+    raise UsageError(
+        f"--preset {cfg.preset}: needs about {need:.1f} GiB per GPU ({estimate.describe()}; "
+        f"--{field.replace('_', '-')} {batch}, {ranks}) but pool {req.pool.name!r} "
+        f"({'/'.join(req.pool.instance_types)}) has {have} GiB per GPU: the trainer would "
+        "refuse it on the cluster after Kueue admits it; "
+        + (f"use {' or '.join(fixes)}" if fixes else "use more nodes or a larger-GPU pool"))
 
 
 def budget_warning(req: trainjob.JobRequest) -> Optional[str]:
@@ -366,11 +446,8 @@ def budget_warning(req: trainjob.JobRequest) -> Optional[str]:
     checkpoint, losing up to --checkpoint-every steps). None when it fits or is not estimated."""
     if req.pool.capacity_type != "SPOT" or not req.pool.peak_tflops:
         return None
-    import importlib
-
-    module = importlib.import_module(req.workload.config_module)
-    preset = {**req.workload.defaults, **req.workload_args}.get("preset")
-    cfg = module.TrainConfig(preset=preset)
+    cfg = workload_config(req)
+    preset = cfg.preset
     nbytes, flops = cfg.checkpoint_bytes(req.nodes), cfg.step_flops()
     if nbytes is None or flops is None:
         return None

@@ -236,7 +236,7 @@ def test_json_output_and_workload_flags(capsys, prod_outputs):
 def test_non_efa_job_has_no_efa_or_huge_pages_and_may_take_part_of_a_node(capsys):
     code, out, err = render(capsys, "llm", "--stack", "prod", "--pool", "eval-spot", "--nodes",
                             "1", "--team", "research", "--gpus-per-node", "2",
-                            "--checkpoint-dir", "/shared/ckpt/eval")
+                            "--micro-batch-size", "16", "--checkpoint-dir", "/shared/ckpt/eval")
     assert code == 0, err
     job = yaml.safe_load(out)
     jobspec.validate_train_job(job)
@@ -249,7 +249,7 @@ def test_non_efa_job_has_no_efa_or_huge_pages_and_may_take_part_of_a_node(capsys
 
 def test_dev_stack_single_team_needs_no_team_flag(capsys):
     code, out, err = render(capsys, "llm", "--stack", "dev", "--pool", "dev-spot", "--nodes", "2",
-                            "--checkpoint-dir", "s3://my-bucket/ckpt/")
+                            "--micro-batch-size", "16", "--checkpoint-dir", "s3://my-bucket/ckpt/")
     assert code == 0, err
     job = yaml.safe_load(out)
     assert job["metadata"]["namespace"] == "research"
@@ -355,7 +355,7 @@ def test_every_priority_class_renders(capsys, priority):
 
     assert priority in PRIORITY_CLASSES
     code, out, err = render(capsys, "llm", *BASE, "--pool", "eval-spot", "--nodes", "1",
-                            "--priority", priority)
+                            "--preset", "350m", "--priority", priority)
     assert code == 0, err
     assert yaml.safe_load(out)["metadata"]["labels"][PRIORITY_LABEL] == priority
 
@@ -376,13 +376,78 @@ def test_a_save_that_cannot_fit_the_spot_budget_is_a_warning(capsys, monkeypatch
 
     monkeypatch.setattr(trainjob, "BUDGET", trainjob.interruption_budget(notice_s=60))
     code, out, err = render(capsys, "llm", *BASE, "--pool", "eval-spot", "--nodes", "1",
-                            "--preset", "1b")
+                            "--preset", "1b", "--micro-batch-size", "4")  # fits an A10G
     assert code == 0 and yaml.safe_load(out)["kind"] == "TrainJob"
     assert err.startswith("warning: --preset 1b on Spot pool 'eval-spot': ") and \
         "may not fit the 30s torchrun waits after SIGTERM" in err and err.count("\n") == 1
     code, out, err = render(capsys, "llm", *BASE, "--pool", "a100", "--nodes", "1",
                             "--preset", "1b")
     assert code == 0 and err == ""  # on-demand: no Spot notice to fit
+
+
+# ----------------------------------------------------------------------------------------------
+# GPU memory: a job the trainer's own estimate says cannot fit the pool's GPUs is refused here,
+# not admitted by Kueue and then refused by the trainer (exit 2) on the cluster
+# ----------------------------------------------------------------------------------------------
+DEV = ["--stack", "dev", "--checkpoint-dir", "s3://b/c/", "--pool", "dev-spot"]
+
+
+def trainer_gib(preset: str, world: int, **flags) -> float:
+    """What the trainer's memory check will estimate for one rank (workloads/llm/config.py)."""
+    from workloads.llm.config import TrainConfig
+
+    return TrainConfig(preset=preset, **flags).memory_estimate(world, True).total / 2**30
+
+
+def test_125m_defaults_do_not_fit_an_a10g_and_are_refused_before_any_output(capsys):
+    from trainyard.synth import load_config
+
+    facts = jobspec.pool_facts(load_config("dev").pool("dev-spot"))
+    assert facts.gpu_memory_gib == 24 and facts.gpu_model == "A10G-24GB"
+    need = trainer_gib("125m", 1)
+    assert need > facts.gpu_memory_gib  # the trainer would refuse it on the node
+    code, out, err = render(capsys, "llm", *DEV, "--nodes", "1")  # the default preset, 125m
+    assert code == 2 and out == ""
+    assert err.startswith(f"error: --preset 125m: needs about {need:.1f} GiB per GPU ("), err
+    assert "--micro-batch-size 32, 1 GPU) but pool 'dev-spot' (g5.xlarge/g6.xlarge) has 24 GiB " \
+        "per GPU" in err
+    assert err.rstrip().endswith("use --micro-batch-size 16 or --preset tiny")
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize("fix", [["--micro-batch-size", "16"], ["--preset", "tiny"]])
+def test_the_suggested_fix_renders(capsys, fix):
+    code, out, err = render(capsys, "llm", *DEV, "--nodes", "1", *fix)
+    assert code == 0, err
+    args = trainer(yaml.safe_load(out))["args"]
+    assert args[args.index(fix[0]) + 1] == fix[1]
+    flags = {"micro_batch_size": 16} if fix[0] == "--micro-batch-size" else {}
+    assert trainer_gib(args[args.index("--preset") + 1], 1, **flags) <= 24
+
+
+def test_fsdp_shares_the_states_over_every_rank_of_every_node(capsys):
+    """The estimate is one rank's: weights, gradients and AdamW states divided over nodes x GPUs
+    per node. 1b needs 55 GiB on one GPU, 34.5 GiB per rank over 2 p4d nodes (16 A100-40GB)."""
+    assert trainer_gib("1b", 1) > 40 > trainer_gib("1b", 16)
+    code, out, err = render(capsys, "llm", *BASE, "--pool", "a100", "--nodes", "2",
+                            "--preset", "1b")
+    assert code == 0, err
+    code, out, err = render(capsys, "llm", *BASE, "--pool", "eval-spot", "--nodes", "1",
+                            "--preset", "1b")
+    assert code == 2, err
+    assert err.startswith(f"error: --preset 1b: needs about {trainer_gib('1b', 4):.1f} GiB per "
+                          "GPU"), err
+    assert "--micro-batch-size 8, sharded over 4 GPUs) but pool 'eval-spot'" in err
+
+
+def test_a_vision_batch_too_large_for_the_gpu_is_refused(capsys):
+    code, out, err = render(capsys, "vision", *DEV, "--nodes", "1", "--batch-size", "1024")
+    assert code == 2 and out == ""
+    assert err.startswith("error: --preset resnet50: needs about "), err
+    assert "--batch-size 1024, 1 GPU) but pool 'dev-spot'" in err and \
+        err.rstrip().endswith("use --batch-size 256 or --preset resnet18")
+    code, out, err = render(capsys, "vision", *DEV, "--nodes", "1", "--batch-size", "256")
+    assert code == 0, err
 
 
 # ----------------------------------------------------------------------------------------------
@@ -420,6 +485,10 @@ BASE = ["--stack", "prod", "--team", "research", "--checkpoint-dir", "s3://b/c/"
     (["llm", *BASE, "--pool", "a100", "--nodes", "2", "--preset", "7b"],
      "--preset 7b: unknown preset (known: tiny, 125m, 350m, 1b)"),
     (["llm", "--stack", "nope", "--pool", "a100", "--nodes", "2"], "unknown stack 'nope'"),
+    (["vision", *BASE, "--pool", "a100", "--nodes", "1", "--micro-batch-size", "64"],
+     "--micro-batch-size 64: workload vision takes --batch-size"),
+    (["llm", *BASE, "--pool", "a100", "--nodes", "1", "--micro-batch-size", "0"],
+     "--micro-batch-size 0: must be >= 1"),
 ])
 def test_bad_input_is_one_line_naming_the_value(capsys, argv, message):
     code, out, err = render(capsys, *argv)
