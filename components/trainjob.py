@@ -285,6 +285,10 @@ def supports_runtime(facts: PoolFacts) -> bool:
     return facts.vendor == "nvidia"
 
 
+EFA_PREALLOCATED_GIB = 5128 * 2 / 1024
+"""Huge pages an EFA instance pre-allocates (5128 x 2 MiB, AWS_FACTS "Huge pages and NCCL")."""
+
+
 def node_resources(facts: PoolFacts, gpus: Optional[int] = None) -> dict[str, dict[str, str]]:
     """Per-node requests/limits. GPUs, EFA devices and huge pages are extended resources
     (requests == limits); CPU and memory are requests only, leaving room for the DaemonSets and
@@ -296,7 +300,9 @@ def node_resources(facts: PoolFacts, gpus: Optional[int] = None) -> dict[str, di
         limits[HUGEPAGES_RESOURCE] = EFA_HUGEPAGES
     share = gpus / facts.gpus if facts.gpus else 1.0
     cpu = max(1, int((facts.vcpus - max(2, facts.vcpus // 16)) * share))
-    memory = max(1, int((facts.memory_gib * 0.9 - 2) * share))
+    # EFA nodes pre-allocate their huge pages at boot: that memory is not allocatable.
+    usable = facts.memory_gib - (EFA_PREALLOCATED_GIB if facts.efa else 0)
+    memory = max(1, int((usable * 0.9 - 2) * share))
     return {"requests": {**limits, "cpu": str(cpu), "memory": f"{memory}Gi"},
             "limits": dict(limits)}
 

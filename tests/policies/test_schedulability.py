@@ -242,16 +242,18 @@ def test_resource_misfit_messages():
 
 
 def test_jobspec_runtime_sizes_fit_their_nodes():
-    """trainyard/jobspec.py sizes a runtime at 90% of memory less 2 GiB. That fits every type
-    without EFA, and the EFA types of the committed stacks with their 10 GiB of huge pages. (On
-    EFA pools of g5/g6 8x-24x sizes it does not: the huge pages come out of memory.)"""
+    """components/trainjob.py sizes a runtime at 90% of the allocatable memory less 2 GiB, the
+    huge pages an EFA node pre-allocates taken out first: every type fits, with and without EFA
+    (g5/g6 8x-24x EFA pools included, which the old sizing overfilled)."""
+    from components.trainjob import EFA_PREALLOCATED_GIB
+
     for t, f in facts.INSTANCES.items():
-        efa = f.max_efa if t.startswith(("p4", "p5", "p6", "trn1.32")) or t.endswith(
-            "48xlarge") else 0
-        requests = {"cpu": Fraction(f.vcpus - max(2, f.vcpus // 16)),
-                    "memory": Fraction(int(f.memory_gib * 0.9 - 2) * GIB),
-                    "hugepages-2Mi": Fraction(5120 * MIB if efa else 0)}
-        assert resource_misfit(requests, _shape(t, efa)) == (True, ""), t
+        for efa in sorted({0, f.max_efa}):
+            usable = f.memory_gib - (EFA_PREALLOCATED_GIB if efa else 0)
+            requests = {"cpu": Fraction(f.vcpus - max(2, f.vcpus // 16)),
+                        "memory": Fraction(int(usable * 0.9 - 2) * GIB),
+                        "hugepages-2Mi": Fraction(5120 * MIB if efa else 0)}
+            assert resource_misfit(requests, _shape(t, efa)) == (True, ""), (t, efa)
 
 
 # ----------------------------------------------------------------------------------------------
