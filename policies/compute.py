@@ -574,7 +574,8 @@ def allowed_instance_types(args, cfg, report):
 
 @stack_rule(
     name="gpu-capacity-not-spot-only",
-    description="Where the environment requires it, not every GPU node group is Spot.",
+    description="Where the environment requires it, not every GPU pool (node group or Karpenter "
+                "NodePool) is Spot.",
     family="efa-compute", level=MANDATORY, severity=Severity.MEDIUM,
     refs=Refs(other=("aws-docs:eks-managed-spot",)), gpu=True,
     config=schema(requireNonSpot={
@@ -592,10 +593,18 @@ def gpu_capacity_not_spot_only(stack: Stack, cfg, report):
         lt_props = lt.props if lt is not None else None
         if accelerator_vendor(node_group_types(ng.props, lt_props)) is not None:
             gpu.append(ng)
-    if gpu and all(get(ng.props, "capacityType") == "SPOT" for ng in gpu):
-        report("every GPU node group is SPOT: this environment requires on-demand or reserved "
-               f"GPU capacity as well (spot pools: {', '.join(short(n.urn) for n in gpu)}).",
-               gpu[0].urn)
+    # Karpenter NodePools count too: one with no capacity-type requirement launches on-demand
+    # (Karpenter's default); one that allows on-demand or reserved is not Spot-only.
+    pools = [p for p in karpenter.nodepools(stack) if p.vendor is not None]
+    non_spot = [p for p in pools if not p.requirement(karpenter.CAPACITY)
+                or p.requirement(karpenter.CAPACITY) & {"on-demand", "reserved"}]
+    spot_only = [ng for ng in gpu if get(ng.props, "capacityType") == "SPOT"] + \
+        [p.res for p in pools if p not in non_spot]
+    if spot_only and len(spot_only) == len(gpu) + len(pools):
+        report("every GPU pool is Spot (node groups with capacityType SPOT, NodePools whose "
+               "karpenter.sh/capacity-type allows only spot): this environment requires "
+               "on-demand or reserved GPU capacity as well (spot pools: "
+               f"{', '.join(short(r.urn) for r in spot_only)}).", spot_only[0].urn)
 
 
 @stack_rule(

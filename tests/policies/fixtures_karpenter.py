@@ -97,6 +97,23 @@ KARPENTER_FIXTURES = {
 
 # Cases added to rules whose other fixtures live in policy_fixtures.py.
 KARPENTER_EXTRA_CASES = {
+    "gpu-capacity-not-spot-only": {
+        "bad": [Case([nodepool("g-spot", "g-spot", taints=GPU_TAINT)], "g-spot",
+                     config={"requireNonSpot": True}, label="only a spot NodePool"),
+                Case([R(NG, "spot-ng", ng_props(types=("g5.48xlarge", "g6.48xlarge"),
+                                                capacity="SPOT")),
+                      nodepool("g-spot", "g-spot", taints=GPU_TAINT)], "spot-ng",
+                     config={"requireNonSpot": True}, label="spot node group and NodePool")],
+        "good": [Case([nodepool("g-spot", "g-spot", taints=GPU_TAINT),
+                       nodepool("a100", "a100", types=("p4d.24xlarge",), market="on-demand",
+                                taints=GPU_TAINT)],
+                      config={"requireNonSpot": True}, label="an on-demand NodePool"),
+                 Case([R(NG, "spot-ng", ng_props(types=("g5.48xlarge", "g6.48xlarge"),
+                                                 capacity="SPOT")),
+                       nodepool("a100", "a100", types=("p4d.24xlarge",), market="on-demand",
+                                taints=GPU_TAINT)],
+                      config={"requireNonSpot": True}, label="spot group, on-demand NodePool")],
+    },
     "gpu-budget": {
         "bad": [
             Case([nodepool("g-spot", "g-spot", limits={"nvidia.com/gpu": "64", "cpu": "1536"})],
