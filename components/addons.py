@@ -127,10 +127,10 @@ def addon_configuration(name: str) -> Optional[str]:
     if name == "eks-node-monitoring-agent":
         # Its dcgm-server DaemonSet (the GPU health checks node auto-repair acts on) has no
         # tolerations by default, so it never reaches the tainted GPU nodes; the chart's own
-        # affinity already limits it to NVIDIA instance types. The node agent tolerates every
-        # taint by default; keep that explicit.
-        return json.dumps({"dcgmAgent": {"tolerations": [TOLERATE_ALL]},
-                           "nodeAgent": {"tolerations": [TOLERATE_ALL]}}, sort_keys=True)
+        # affinity already limits it to NVIDIA instance types. Only `dcgmAgent` is set: the
+        # node agent already tolerates every taint, and the managed add-on's schema refuses
+        # keys it does not know (additionalProperties: false), so nothing else is sent.
+        return json.dumps({"dcgmAgent": {"tolerations": [TOLERATE_ALL]}}, sort_keys=True)
     return None
 
 
