@@ -340,3 +340,20 @@ class Stack:
             if target in self.linked(s, prop, [target], keys):
                 out.append(s)
         return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Names several families share (the pack may not import components/k8s_names.py)
+# ----------------------------------------------------------------------------------------------
+def custom_resource_type(api_version: str, kind: str) -> str:
+    """The engine's type token of a Kubernetes custom resource: CRDs have no class in the
+    pulumi-kubernetes SDK, the provider names them `kubernetes:<apiVersion>:<kind>`."""
+    return f"kubernetes:{api_version}:{kind}"
+
+
+KARPENTER_NODEPOOL = custom_resource_type("karpenter.sh/v1", "NodePool")
+KARPENTER_NODECLASS = custom_resource_type("karpenter.k8s.aws/v1", "EC2NodeClass")
+POOL_LABEL = "trainyard.io/pool"
+"""Node label: the trainyard pool a node belongs to (every provisioner sets it)."""
+EFA_LABEL = "trainyard.io/efa"
+ACCELERATOR_LABEL = "trainyard.io/accelerator"

@@ -20,7 +20,10 @@ from pulumi_policy import Severity
 
 from . import facts
 from .common import (
+    KARPENTER_NODECLASS,
+    KARPENTER_NODEPOOL,
     MANDATORY,
+    POOL_LABEL,
     Refs,
     Stack,
     UnknownValueError,
@@ -32,12 +35,10 @@ from .common import (
     stack_rule,
     tags_of,
 )
-from .readiness import KARPENTER_NODEPOOL
-from .schedulability import KARPENTER_NODE_CLASS, Pool, node_pools
+from .schedulability import Pool, node_pools
 from .scheduling import BLOCKING
 
 NODE_GROUP = "aws:eks/nodeGroup:NodeGroup"
-POOL_LABEL = "trainyard.io/pool"
 
 
 def _label(value) -> str:
@@ -97,7 +98,7 @@ def elastic_pool_single_provisioner(stack: Stack, cfg, report):
 # the compute rules need beyond that. compute.py imports this module, never the reverse.
 # ----------------------------------------------------------------------------------------------
 NODEPOOL = KARPENTER_NODEPOOL
-NODECLASS = KARPENTER_NODE_CLASS
+NODECLASS = KARPENTER_NODECLASS
 SUBNET = "aws:ec2/subnet:Subnet"
 INSTANCE_TYPE = "node.kubernetes.io/instance-type"
 FAMILY = "karpenter.k8s.aws/instance-family"

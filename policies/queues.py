@@ -28,14 +28,24 @@ from typing import Any, Optional
 from pulumi_policy import Severity
 
 from . import facts
-from .common import ADVISORY, MANDATORY, Refs, Stack, get, plain, schema, short, stack_rule
+from .common import (
+    ACCELERATOR_LABEL,
+    ADVISORY,
+    EFA_LABEL,
+    KARPENTER_NODEPOOL,
+    MANDATORY,
+    POOL_LABEL,
+    Refs,
+    Stack,
+    get,
+    plain,
+    schema,
+    short,
+    stack_rule,
+)
 from .compute import LT, NODE_GROUP, launch_template_of, node_group_types
 from .kubernetes import NAMESPACE, RESOURCE_QUOTA, TEAM_LABEL, _objects_in
 
-KARPENTER_NODEPOOL = "kubernetes:karpenter.sh/v1:NodePool"
-POOL_LABEL = "trainyard.io/pool"
-EFA_LABEL = "trainyard.io/efa"
-ACCELERATOR_LABEL = "trainyard.io/accelerator"
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
 GPU_RESOURCES = {"nvidia": "nvidia.com/gpu", "neuron": "aws.amazon.com/neuron"}
 EFA_RESOURCES = ("vpc.amazonaws.com/efa", "hugepages-2Mi")

@@ -19,7 +19,10 @@ from typing import Any, NamedTuple, Optional
 from pulumi_policy import Severity
 
 from .common import (
+    EFA_LABEL,
+    KARPENTER_NODEPOOL,
     MANDATORY,
+    POOL_LABEL,
     Refs,
     Stack,
     UnknownValueError,
@@ -55,16 +58,6 @@ INGRESS_RULE = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
 ASG_TAG = "aws:autoscaling/tag:Tag"
 
 
-def custom_resource_type(api_version: str, kind: str) -> str:
-    """The engine's type token of a Kubernetes custom resource; CRDs have no class in the
-    pulumi-kubernetes SDK, the provider names them `kubernetes:<apiVersion>:<kind>`."""
-    return f"kubernetes:{api_version}:{kind}"
-
-
-KARPENTER_NODEPOOL = custom_resource_type("karpenter.sh/v1", "NodePool")
-
-POOL_LABEL = "trainyard.io/pool"
-EFA_LABEL = "trainyard.io/efa"
 CLUSTER_SG = "vpcConfig.clusterSecurityGroupId"
 ASG_NAME = "resources.0.autoscalingGroups.0.name"
 CA_TEMPLATE = "k8s.io/cluster-autoscaler/node-template"

@@ -28,7 +28,10 @@ from pulumi_policy import Severity
 from . import facts
 from .chart_pods import ADDONS, CHARTS, Setting, Workload, chart_name, render
 from .common import (
+    KARPENTER_NODECLASS,
+    KARPENTER_NODEPOOL,
     MANDATORY,
+    POOL_LABEL,
     Refs,
     Stack,
     UnknownValueError,
@@ -59,15 +62,6 @@ LAUNCH_TEMPLATE = "aws:ec2/launchTemplate:LaunchTemplate"
 ADDON = "aws:eks/addon:Addon"
 
 
-def cr_token(api_version: str, kind: str) -> str:
-    """The Pulumi type token of a CustomResource (what `kubernetes.apiextensions.CustomResource`
-    registers): not in the provider SDK, so built rather than written out."""
-    return f"kubernetes:{api_version}:{kind}"
-
-
-KARPENTER_NODE_POOL = cr_token("karpenter.sh/v1", "NodePool")
-KARPENTER_NODE_CLASS = cr_token("karpenter.k8s.aws/v1", "EC2NodeClass")
-POOL_LABEL = "trainyard.io/pool"
 EFA_TYPES = ("efa", "efa-only")
 # Kinds whose objects carry pod templates; other objects are never read (an unknown value in,
 # say, a NetworkPolicy must not stop this rule).
@@ -225,9 +219,9 @@ def _node_pool(np, classes: Sequence, overhead: Fraction) -> Pool:
 
 def node_pools(stack: Stack, overhead: Fraction = VM_MEMORY_OVERHEAD) -> list[Pool]:
     lts = stack.of(LAUNCH_TEMPLATE)
-    classes = stack.of(KARPENTER_NODE_CLASS)
+    classes = stack.of(KARPENTER_NODECLASS)
     return [_node_group_pool(stack, ng, lts, overhead) for ng in stack.of(NODE_GROUP)] + \
-        [_node_pool(np, classes, overhead) for np in stack.of(KARPENTER_NODE_POOL)]
+        [_node_pool(np, classes, overhead) for np in stack.of(KARPENTER_NODEPOOL)]
 
 
 # ----------------------------------------------------------------------------------------------

@@ -23,8 +23,8 @@ from .common import (
     stack_rule,
     tags_of,
 )
+from .common import KARPENTER_NODEPOOL as NODEPOOL
 from .compute import LT, NODE_GROUP, launch_template_of, node_group_types
-from .readiness import KARPENTER_NODEPOOL as NODEPOOL
 
 # Types in this platform that take `tags` (pulumi-aws v7). tests/policies checks each against the
 # installed provider SDK. Anything else with a `tags` input is checked too.

@@ -6,18 +6,11 @@ from __future__ import annotations
 from typing import Optional
 
 from trainyard.cost_plan import SIZES
+from trainyard.plan import text_table
 
 
 def _money(x: Optional[float]) -> str:
     return "-" if x is None else f"${x:,.2f}"
-
-
-def _table(rows: list[tuple[str, ...]], right: tuple[int, ...] = (), indent: str = "  ") \
-        -> list[str]:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return [indent + "  ".join(c.rjust(w) if i in right else c.ljust(w)
-                                for i, (c, w) in enumerate(zip(row, widths, strict=True))).rstrip()
-            for row in rows]
 
 
 def _sizes(values: dict, fmt=str) -> str:
@@ -55,7 +48,7 @@ def render(est: dict) -> str:
                                               for s in SIZES}),
                  _sizes({s: t[s]["gpus"] for s in SIZES}),
                  *(_money(t[s]["pools_hourly"]) for s in SIZES), "", ""))
-    lines += _table(rows, right=(5, 6, 7, 8))
+    lines += text_table(rows, indent="  ", right=(5, 6, 7, 8))
 
     if any(p["root_volume_gib"] for p in est["pools"]):
         lines += ["", "Node root volumes (EBS), $/month at min / desired / max nodes:"]
@@ -65,7 +58,7 @@ def render(est: dict) -> str:
                          *(_money(p["ebs_monthly"][s]) for s in SIZES)))
         rows.append(("all pools", "", *(_money(sum(p["ebs_monthly"][s] for p in est["pools"]))
                                          for s in SIZES)))
-        lines += _table(rows, right=(1, 2, 3, 4))
+        lines += text_table(rows, indent="  ", right=(1, 2, 3, 4))
 
     lines += ["", "Fixed costs (independent of pool sizes):"]
     rows = [("item", "count", "unit price", "$/month", "note")]
@@ -74,7 +67,7 @@ def render(est: dict) -> str:
                      _money(f["monthly"]), f["note"]))
     rows.append(("total", "", "", _money(est["fixed_monthly"]),
                  f"{_money(est['fixed_hourly'])}/hour"))
-    lines += _table(rows, right=(1, 3))
+    lines += text_table(rows, indent="  ", right=(1, 3))
 
     lines += ["", "Stack total (pools at their own capacity type + node root volumes + fixed):"]
     rows = [("", "min", "desired", "max")]
@@ -84,7 +77,7 @@ def render(est: dict) -> str:
     rows.append(("blended $/GPU-hour", *(_money(est["blended_usd_per_gpu_hour"][s])
                                          if est["blended_usd_per_gpu_hour"][s] else "n/a"
                                          for s in SIZES)))
-    lines += _table(rows, right=(1, 2, 3))
+    lines += text_table(rows, indent="  ", right=(1, 2, 3))
 
     lines += ["", "Prices used (date, source):"]
     for p in est["prices"]:

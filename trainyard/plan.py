@@ -304,7 +304,7 @@ def summarize(plan: dict, elapsed: float | None = None, config=None) -> str:
                          f"{pool.min_size}/{pool.desired_size}/{pool.max_size}", str(gpus),
                          str(pool.efa_per_node)))
         lines.append("  node pools:")
-        lines += _table(rows, right=(6, 7))
+        lines += text_table(rows, right=(6, 7))
         lines.append(f"  at max size: {gpus_max} GPUs, {efa_max} EFA interfaces (Karpenter "
                      "pools: min/desired 0, max from the NodePool's limits)")
 
@@ -318,7 +318,7 @@ def summarize(plan: dict, elapsed: float | None = None, config=None) -> str:
                 short.append(row)
         lines.append("  subnets (IPs needed: every pool that may use the AZ at max size, system "
                      "nodes, endpoints, service ENIs):")
-        lines += _table(rows, right=(3, 4))
+        lines += text_table(rows, right=(3, 4))
         for row in short:
             lines.append(f"  WARNING: {row.az} needs {row.needed_at_max:,} addresses but its "
                          f"private subnet has {row.usable:,}")
@@ -327,8 +327,10 @@ def summarize(plan: dict, elapsed: float | None = None, config=None) -> str:
     return "\n".join(lines)
 
 
-def _table(rows: list[tuple[str, ...]], right: tuple[int, ...] = (), indent: str = "    ") \
-        -> list[str]:
+def text_table(rows: list[tuple[str, ...]], right: tuple[int, ...] = (),
+               indent: str = "    ") -> list[str]:
+    """Left-aligned columns (right-aligned at the indexes in `right`), two spaces apart; the
+    plain-text tables of `plan` and `cost`."""
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return [indent + "  ".join(c.rjust(w) if i in right else c.ljust(w)
                                 for i, (c, w) in enumerate(zip(row, widths, strict=True))).rstrip()
