@@ -6,18 +6,23 @@ from typing import Any, Optional
 
 import pulumi
 
-from components.cluster import Cluster, ClusterArgs
+from components.compute.cluster import Cluster, ClusterArgs
+from components.compute.device_plugins import DevicePlugins, DevicePluginsArgs
+from components.compute.gpu_pool import GpuPool, GpuPoolArgs
+from components.compute.karpenter import Karpenter, KarpenterArgs
 from components.config import StackConfig
-from components.device_plugins import DevicePlugins, DevicePluginsArgs
-from components.gpu_pool import GpuPool, GpuPoolArgs
-from components.identity import ClusterAttachment
-from components.karpenter import Karpenter, KarpenterArgs
-from components.kubeflow import Kubeflow, KubeflowArgs
-from components.kueue import Kueue, KueueArgs, quota_plan
-from components.monitoring import Monitoring, MonitoringArgs
-from components.network import Network, NetworkArgs
-from components.storage import Storage, StorageArgs, fsx_availability_zone, gpu_availability_zones
-from components.teams import Teams, TeamsArgs
+from components.network.network import Network, NetworkArgs
+from components.services.identity import ClusterAttachment
+from components.services.kubeflow import Kubeflow, KubeflowArgs
+from components.services.kueue import Kueue, KueueArgs, quota_plan
+from components.services.monitoring import Monitoring, MonitoringArgs
+from components.services.teams import Teams, TeamsArgs
+from components.storage.storage import (
+    Storage,
+    StorageArgs,
+    fsx_availability_zone,
+    gpu_availability_zones,
+)
 
 
 class Platform(pulumi.ComponentResource):

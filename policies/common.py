@@ -343,7 +343,7 @@ class Stack:
 
 
 # ----------------------------------------------------------------------------------------------
-# Names several families share (the pack may not import components/k8s_names.py)
+# Names several families share (the pack may not import components/services/k8s_names.py)
 # ----------------------------------------------------------------------------------------------
 def custom_resource_type(api_version: str, kind: str) -> str:
     """The engine's type token of a Kubernetes custom resource: CRDs have no class in the

@@ -70,7 +70,7 @@ def pool_providers(stack: Stack) -> dict[str, list[tuple[str, object]]]:
     refs=Refs(other=("karpenter-docs:nodepools", "karpenter-docs:migrating-from-cas",
                      "aws-docs:managed-node-groups")),
     remediation="Give the pool one provisioner: set the pool's `provisioner` in the stack "
-                "config (components/config.py), or remove the extra node group or NodePool "
+                "config (components/config/__init__.py), or remove the extra node group or NodePool "
                 "whose nodes carry the same trainyard.io/pool label.")
 def elastic_pool_single_provisioner(stack: Stack, cfg, report):
     for label, providers in sorted(pool_providers(stack).items()):

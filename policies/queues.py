@@ -229,7 +229,7 @@ def _names(values: Sequence[str]) -> str:
                 "ResourceFlavor (nodeLabels trainyard.io/pool=<pool>) for every pool it may "
                 "use, covering the pool's accelerator resource (and vpc.amazonaws.com/efa, "
                 "hugepages-2Mi on EFA pools), and a LocalQueue in the namespace pointing at it "
-                "(components/kueue.py builds all of them from the stack config).")
+                "(components/services/kueue.py builds all of them from the stack config).")
 def team_queue_covers_flavors(stack: Stack, cfg, report):
     pools = gpu_pools(stack)
     by_pool: dict[str, list[str]] = {}
@@ -328,7 +328,7 @@ def admissible(stack: Stack, cq, resource: str) -> Optional[Fraction]:
     family="readiness", level=MANDATORY, severity=Severity.HIGH, gpu=True,
     refs=Refs(other=("kueue-docs:wait-for-pods-ready", "k8s-docs:resource-quotas")),
     remediation="Raise the ResourceQuota's requests.<gpu resource> to the ClusterQueue's "
-                "nominal quota plus its borrowing limits (components/teams.py takes it from "
+                "nominal quota plus its borrowing limits (components/services/teams.py takes it from "
                 "kueue.QuotaPlan.ceilings()), or lower the ClusterQueue's borrowingLimit.")
 def team_quota_admits_queue(stack: Stack, cfg, report):
     for ns in team_namespaces(stack):
@@ -363,7 +363,7 @@ def team_quota_admits_queue(stack: Stack, cfg, report):
     family="readiness", level=ADVISORY, severity=Severity.MEDIUM, gpu=True,
     refs=Refs(other=("kueue-docs:cluster-queue#nominalquota",)),
     remediation="Lower teams[].gpuQuota or raise the pools' maxSize (a Karpenter pool's limit "
-                "follows it); components/kueue.py deals quota onto pools in flavor order and "
+                "follows it); components/services/kueue.py deals quota onto pools in flavor order and "
                 "puts what the pools cannot hold on the first flavor.")
 def queue_quota_fits_capacity(stack: Stack, cfg, report):
     cqs = kueue_objects(stack, "ClusterQueue")

@@ -95,8 +95,8 @@ def storage_unit_plan(stack: str = "prod", teams: tuple = ("research", "applied"
     def program():
         import pulumi_kubernetes as k8s
 
-        from components.identity import ClusterAttachment
-        from components.storage import (
+        from components.services.identity import ClusterAttachment
+        from components.storage.storage import (
             Storage,
             StorageArgs,
             fsx_availability_zone,

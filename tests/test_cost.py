@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from components.catalog import load_catalog
+from components.compute.catalog import load_catalog
 from trainyard.cli import main
 from trainyard.cost import assumed_spot, estimate
 

@@ -309,7 +309,7 @@ def estimate(plan: dict, catalog=None, spot: Optional[SpotPrice] = None,
              efs_gib: float = 0.0) -> dict:
     """Cost of a plan. Raises UsageError on a plan it cannot price."""
     if catalog is None:
-        from components.catalog import load_catalog
+        from components.compute.catalog import load_catalog
         catalog = load_catalog()
     spot = spot or assumed_spot(catalog)
     prices: list[dict] = []
@@ -420,7 +420,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from components.catalog import load_catalog
+    from components.compute.catalog import load_catalog
     from trainyard.check import load_plan_for
 
     if args.efs_gib < 0:

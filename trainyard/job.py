@@ -1,5 +1,5 @@
 """`trainyard job render`: print (or submit) a Kubeflow TrainJob for a packaged workload on one
-of the stack's GPU pools, built from typed Python (components/trainjob.py): the workload's entry
+of the stack's GPU pools, built from typed Python (components/services/trainjob.py): the workload's entry
 point and flags, the pool's facts (GPUs and EFA devices per node, huge pages, node count limits),
 the team's shared claims and the checkpoint location from the DEPLOYED stack's outputs.
 
@@ -25,7 +25,7 @@ the pool's maxSize, more GPUs per node than the pool's instance type has. So is 
 estimated training memory per GPU (the trainer's own estimate, workloads/common/memory.py; with
 FSDP each rank's share over nodes x GPUs) exceeds the pool's GPU memory: the trainer would refuse
 it on the cluster after Kueue admitted it. It carries the Spot
-interruption budget (components/trainjob.py `BUDGET`); on a Spot pool, a preset whose estimated
+interruption budget (components/services/trainjob.py `BUDGET`); on a Spot pool, a preset whose estimated
 step + save does not fit it gets a warning on stderr (docs/workloads.md "On the cluster").
 """
 
@@ -39,9 +39,9 @@ from typing import Any, Optional
 
 import yaml
 
-from components import trainjob
 from components.config import image_check
-from components.k8s_names import DEFAULT_PRIORITY, PRIORITY_CLASSES
+from components.services import trainjob
+from components.services.k8s_names import DEFAULT_PRIORITY, PRIORITY_CLASSES
 from trainyard.errors import UsageError
 
 # ----------------------------------------------------------------------------------------------

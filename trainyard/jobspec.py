@@ -1,13 +1,13 @@
-"""Compatibility re-export: the Kubeflow Trainer builders live in components/trainjob.py.
+"""Compatibility re-export: the Kubeflow Trainer builders live in components/services/trainjob.py.
 
-They moved there because components/kubeflow.py, teams.py and monitoring.py use them and
+They moved there because components/services/kubeflow.py, teams.py and monitoring.py use them and
 components/ never imports trainyard/ (docs/ARCHITECTURE "Boundaries"; tests/components/
 test_boundaries.py). The packaged workloads `trainyard job render` launches are in
-trainyard/job.py. New code imports `components.trainjob`; this module only keeps old imports
+trainyard/job.py. New code imports `components.services.trainjob`; this module only keeps old imports
 (`from trainyard import jobspec`) working.
 """
 
-from components.trainjob import (  # noqa: F401
+from components.services.trainjob import (  # noqa: F401
     ANCESTOR_LABEL,
     BUDGET,
     FORBIDDEN_ENV,

@@ -17,7 +17,7 @@ from typing import Any, Optional
 
 import pulumi
 
-from components.catalog import Catalog, load_catalog
+from components.compute.catalog import Catalog, load_catalog
 
 ACCOUNT_ID = "123456789012"
 """The account every mock ARN, ECR URL and owner id carries."""

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from components.k8s_names import GPU_RESOURCE, POOL_LABEL
+from components.services.k8s_names import GPU_RESOURCE, POOL_LABEL
 from trainyard import outfile
 from trainyard.synth import dump_plan, stack_name_from_file, synthesize
 
@@ -179,7 +179,7 @@ def max_nodes_from_limits(limits: dict, gpus_per_node: int, vcpus_per_node: int)
 
 def karpenter_pool(np: dict, classes: dict, subnet_az: dict) -> PlannedPool:
     """A NodePool (and the EC2NodeClass it names, from `classes` by name) as a PlannedPool."""
-    from components.catalog import load_catalog
+    from components.compute.catalog import load_catalog
 
     spec = (np.get("inputs") or {}).get("spec") or {}
     template = spec.get("template") or {}
@@ -236,7 +236,7 @@ def planned_pools(plan: dict) -> list[PlannedPool]:
 
 
 # ----------------------------------------------------------------------------------------------
-# Subnets: the IP budget components/netmath.py checks, shown
+# Subnets: the IP budget components/network/netmath.py checks, shown
 # ----------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class SubnetRow:
@@ -253,8 +253,8 @@ class SubnetRow:
 
 def subnet_rows(config) -> list[SubnetRow]:
     """The stack's subnets (netmath.carve_subnets) with their IP budget."""
-    from components import netmath
-    from components.catalog import load_catalog
+    from components.compute.catalog import load_catalog
+    from components.network import netmath
 
     n = config.network
     carved = netmath.carve_subnets(n.vpc_cidr, n.availability_zones, n.private_subnet_prefix,
@@ -287,7 +287,7 @@ def summarize(plan: dict, elapsed: float | None = None, config=None) -> str:
         lines.append(f"    {name:<22} {n:>4}")
 
     pools = planned_pools(plan)
-    from components.catalog import load_catalog
+    from components.compute.catalog import load_catalog
 
     catalog = load_catalog()
     if pools:

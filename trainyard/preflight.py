@@ -9,7 +9,7 @@ Instance Requests L-7212CCBC) when Service Quotas answers, and that every pinned
 version (components/data/addons.yaml, and the FSx CSI driver where FSx is on) is offered for
 the stack's Kubernetes version, and that the Kubernetes version is offered and in the support
 the stack expects (`DescribeClusterVersions`), with the live end-of-support dates compared to
-components/eks_versions.py.
+components/compute/eks_versions.py.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from components.catalog import Catalog, InstanceType, load_catalog
+from components.compute.catalog import Catalog, InstanceType, load_catalog
 from components.config import StackConfig
 from trainyard.errors import UsageError
 from trainyard.plan import add_stack_args, stack_of
@@ -77,8 +77,8 @@ def vcpu_demand(cfg: StackConfig, catalog: Catalog) -> dict[str, int]:
 
 def pinned_addons(cfg: StackConfig) -> dict[str, str]:
     """Add-on name -> the exact version the stack installs. Pure."""
-    from components.addons import addon_pins
-    from components.fsx import FSX_CSI_ADDON, FSX_CSI_ADDON_VERSION
+    from components.compute.addons import addon_pins
+    from components.storage.fsx import FSX_CSI_ADDON, FSX_CSI_ADDON_VERSION
 
     pins = {p.name: p.version for p in addon_pins(cfg.cluster.kubernetes_version)}
     if cfg.storage.fsx.enabled:
@@ -120,9 +120,9 @@ def _day(value: Any) -> Optional[dt.date]:
 def version_findings(version: str, support_type: str, eks: Any,
                      today: Optional[dt.date] = None) -> list[Finding]:
     """The stack's Kubernetes version against `DescribeClusterVersions`: offered, in the support
-    the stack runs under, and with the end dates components/eks_versions.py assumes; plus the
+    the stack runs under, and with the end dates components/compute/eks_versions.py assumes; plus the
     newest version EKS offers in standard support, when the stack is behind it."""
-    from components import eks_versions
+    from components.compute import eks_versions
 
     today = today or dt.datetime.now(dt.UTC).date()
     try:
@@ -155,7 +155,7 @@ def version_findings(version: str, support_type: str, eks: Any,
     ours = eks_versions.CALENDAR.get(version)
     if ours and standard_end and ours.end_of_standard != standard_end:
         out.append(Finding("version", version, False,
-                           f"components/eks_versions.py says standard support ends "
+                           f"components/compute/eks_versions.py says standard support ends "
                            f"{ours.end_of_standard.isoformat()}, EKS says "
                            f"{standard_end.isoformat()}: update the calendar"))
     standard = [v for v, i in live.items()

@@ -312,7 +312,7 @@ class Review:
 
 
 def _head_catalog(tree: Tree):
-    from components.catalog import load_catalog, parse_catalog
+    from components.compute.catalog import load_catalog, parse_catalog
 
     try:
         import yaml

@@ -12,8 +12,8 @@ import subprocess
 import pytest
 import yaml
 
-from components import monitoring as m
 from components.config import MonitoringConfig
+from components.services import monitoring as m
 
 ALERT_FILES = sorted(m.ALERTS_DIR.glob("*.yaml"))
 PROMTOOL = shutil.which("promtool")

@@ -2,7 +2,7 @@
 
 import pytest
 
-from components.catalog import load_catalog
+from components.compute.catalog import load_catalog
 
 CATALOG = load_catalog()
 

@@ -5,15 +5,14 @@ import json
 
 import pytest
 
-from components import netmath
-from components.addons import (
+from components.compute.addons import (
     VPC_CNI_MINIMUM,
     addon_configuration,
     addon_pins,
     version_tuple,
     vpc_cni_configuration,
 )
-from components.cluster import (
+from components.compute.cluster import (
     CONTROL_PLANE_LOG_TYPES,
     NODE_POLICIES,
     endpoint_access,
@@ -25,7 +24,8 @@ from components.cluster import (
     trust_policy,
 )
 from components.config import SUPPORTED_K8S_VERSIONS, ClusterConfig
-from components.k8s_names import POOL_LABEL
+from components.network import netmath
+from components.services.k8s_names import POOL_LABEL
 from tests.conftest import by_id, resources
 
 CLUSTER = "aws:eks/cluster:Cluster"

@@ -18,9 +18,9 @@ import pytest
 import yaml
 
 from components import config
-from components.catalog import load_catalog
+from components.compute.catalog import load_catalog
 from components.config import ConfigError, load
-from components.config_reader import Reader
+from components.config.reader import Reader
 from trainyard.errors import UsageError
 from trainyard.synth import MAX_STACK_FILE_BYTES, read_stack_file
 

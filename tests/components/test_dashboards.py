@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from components import monitoring as m
+from components.services import monitoring as m
 
 DASHBOARD_FILES = sorted(m.DASHBOARDS_DIR.glob("*.json"))
 # Port counters of the Linux EFA driver (drivers/infiniband/hw/efa/efa_verbs.c, EFA_PORT_STATS)

@@ -8,11 +8,11 @@ import json
 
 import pytest
 
-from components import eks_versions
-from components.addons import addon_configuration
-from components.cluster import deployer_ingress_rules
+from components.compute import eks_versions
+from components.compute.addons import addon_configuration
+from components.compute.cluster import deployer_ingress_rules
+from components.compute.gpu_pool import initial_desired_size
 from components.config import ClusterConfig, DeployerAccess, load
-from components.gpu_pool import initial_desired_size
 from tests.components.test_config import DELETE, mutate, problems, stack_raw
 from tests.conftest import resources
 
@@ -122,7 +122,7 @@ def test_every_csi_node_addon_tolerates_every_taint(plan_for):
 
 # -- 5. Kubernetes version lifecycle ---------------------------------------------------------
 def test_default_version_is_in_standard_support_and_pinned():
-    from components.addons import addon_pins
+    from components.compute.addons import addon_pins
 
     assert eks_versions.DEFAULT_VERSION in eks_versions.in_standard_support(NOV_27.date())
     assert addon_pins(eks_versions.DEFAULT_VERSION)

@@ -9,9 +9,9 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from components.addons import ChartPin, chart, chart_problem, parse_charts, version_tuple
-from components.device_plugins import efa_plugin_values, nvidia_plugin_values
-from components.k8s_names import ACCELERATOR_LABEL, EFA_LABEL, POOL_LABEL
+from components.compute.addons import ChartPin, chart, chart_problem, parse_charts, version_tuple
+from components.compute.device_plugins import efa_plugin_values, nvidia_plugin_values
+from components.services.k8s_names import ACCELERATOR_LABEL, EFA_LABEL, POOL_LABEL
 from tests.conftest import resources
 
 RELEASE = "kubernetes:helm.sh/v3:Release"

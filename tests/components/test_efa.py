@@ -5,9 +5,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from components import netmath
-from components.catalog import InstanceType, load_catalog
-from components.efa import LAYOUTS, Nic, efa_interfaces, ip_bearing, pool_interfaces
+from components.compute.catalog import InstanceType, load_catalog
+from components.network import netmath
+from components.network.efa import LAYOUTS, Nic, efa_interfaces, ip_bearing, pool_interfaces
 from tests.conftest import by_id, resources
 
 CATALOG = load_catalog()

@@ -9,9 +9,8 @@ import tomllib
 import pytest
 import yaml
 
-from components.catalog import load_catalog
-from components.config import CapacityReservation, GpuPoolConfig
-from components.gpu_pool import (
+from components.compute.catalog import load_catalog
+from components.compute.gpu_pool import (
     AMI_FAMILY_LABEL,
     CAPACITY_TYPE_LABEL,
     GpuPoolArgs,
@@ -25,14 +24,15 @@ from components.gpu_pool import (
     update_config,
     validate_gpu_pool,
 )
-from components.k8s_names import (
+from components.compute.userdata import encoded_user_data, user_data
+from components.config import CapacityReservation, GpuPoolConfig
+from components.services.k8s_names import (
     ACCELERATOR_LABEL,
     EFA_LABEL,
     GPU_MODEL_LABEL,
     GPU_TAINT_KEY,
     POOL_LABEL,
 )
-from components.userdata import encoded_user_data, user_data
 from tests.conftest import STACKS, by_id, resources, synthesize_program
 
 CATALOG = load_catalog()
@@ -274,7 +274,7 @@ def test_prod_outputs(plan_for):
 # -- variants built directly (ODCR, Bottlerocket, legacy layout) ---------------------------------
 def _unit_pool(config):
     def program():
-        from components.gpu_pool import GpuPool
+        from components.compute.gpu_pool import GpuPool
         GpuPool("unit", args(config))
     return synthesize_program(program)
 
@@ -308,7 +308,7 @@ def test_bottlerocket_legacy_pool():
 
 def test_invalid_args_raise():
     def program():
-        from components.gpu_pool import GpuPool
+        from components.compute.gpu_pool import GpuPool
         GpuPool("bad", args(pool(efa=True), efa_security_group_id=None))
     with pytest.raises(ValueError, match="efa_security_group_id"):
         synthesize_program(program)

@@ -8,7 +8,8 @@ import re
 
 import pytest
 
-from components import fsx, identity
+from components.services import identity
+from components.storage import fsx
 from tests.conftest import STACKS, resources, storage_unit_plan
 
 ROLE = "aws:iam/role:Role"

@@ -14,14 +14,14 @@ import jsonschema
 import pytest
 import yaml
 
-from components import karpenter as K
-from components.addons import chart, version_tuple
-from components.catalog import load_catalog
+from components.compute import karpenter as K
+from components.compute.addons import chart, version_tuple
+from components.compute.catalog import load_catalog
+from components.compute.gpu_pool import node_labels, node_taints, pool_specs
 from components.config import ConfigError, load
-from components.efa import efa_interfaces
-from components.gpu_pool import node_labels, node_taints, pool_specs
-from components.k8s_names import DO_NOT_DISRUPT, POOL_LABEL, PROVISIONERS
-from components.netmath import MAX_PODS_PER_NODE
+from components.network.efa import efa_interfaces
+from components.network.netmath import MAX_PODS_PER_NODE
+from components.services.k8s_names import DO_NOT_DISRUPT, POOL_LABEL, PROVISIONERS
 from tests.conftest import STACKS, by_id, resources
 from trainyard.plan import max_nodes_from_limits, planned_pools
 from trainyard.synth import load_config

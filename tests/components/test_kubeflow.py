@@ -9,9 +9,9 @@ import json
 
 import pytest
 
-from components.addons import chart
+from components.compute.addons import chart
 from components.config import GpuPoolConfig
-from components.k8s_names import (
+from components.services.k8s_names import (
     EFA_HUGEPAGES,
     EFA_LABEL,
     EFA_RESOURCE,
@@ -20,7 +20,7 @@ from components.k8s_names import (
     POOL_LABEL,
     TRAINING_SERVICE_ACCOUNT,
 )
-from components.kubeflow import TRAINER_CHART, runtimes, trainer_values
+from components.services.kubeflow import TRAINER_CHART, runtimes, trainer_values
 from tests.conftest import resources
 from trainyard import jobspec
 

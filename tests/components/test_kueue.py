@@ -15,9 +15,9 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from components.addons import chart
+from components.compute.addons import chart
 from components.config import CapacityReservation, GpuPoolConfig, TeamConfig
-from components.k8s_names import (
+from components.services.k8s_names import (
     COHORT,
     EFA_RESOURCE,
     HUGEPAGES_RESOURCE,
@@ -25,7 +25,7 @@ from components.k8s_names import (
     POOL_LABEL,
     PRIORITY_CLASSES,
 )
-from components.kueue import (
+from components.services.kueue import (
     API_VERSION,
     KUEUE_CHART,
     Flavor,
@@ -444,7 +444,7 @@ def test_prod_cohort_holds_what_no_team_is_guaranteed(plan_for):
 
 
 def test_resource_quota_never_below_the_queue_ceiling():
-    from components.teams import quota_hard
+    from components.services.teams import quota_hard
 
     t = team("research", 64)
     assert quota_hard(t, ["nvidia.com/gpu"], {"nvidia.com/gpu": 248}) == {

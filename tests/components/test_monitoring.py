@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components import monitoring as m
 from components.config import MonitoringConfig
+from components.services import monitoring as m
 from tests.conftest import resources, synthesize_program
 from trainyard import jobspec
 from trainyard.mocks import _h

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from components import netmath
+from components.network import netmath
 
 
 def test_default_layout_for_a_16_with_three_azs():

@@ -6,9 +6,13 @@ import json
 
 import pytest
 
-from components import buckets as b
 from components.config import StorageConfig
-from components.storage import fsx_availability_zone, gpu_availability_zones, storage_key_policy
+from components.storage import buckets as b
+from components.storage.storage import (
+    fsx_availability_zone,
+    gpu_availability_zones,
+    storage_key_policy,
+)
 from tests.conftest import STACKS, by_id, resources
 from trainyard.synth import load_config
 

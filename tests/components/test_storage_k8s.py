@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from components import efs, fsx
+from components.storage import efs, fsx
 from tests.conftest import STACKS, resources, storage_unit_plan
 from trainyard.synth import load_config
 

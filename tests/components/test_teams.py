@@ -8,8 +8,8 @@ import copy
 import pytest
 
 from components.config import ConfigError, TeamConfig, load
-from components.k8s_names import TRAINING_SERVICE_ACCOUNT
-from components.teams import (
+from components.services.k8s_names import TRAINING_SERVICE_ACCOUNT
+from components.services.teams import (
     limit_range_limits,
     max_accelerators_per_node,
     network_policies,
@@ -36,7 +36,7 @@ def prod(plan_for):
 # Plan
 # ----------------------------------------------------------------------------------------------
 # The GPU quota is what the team's Kueue ClusterQueue can admit (nominal + borrowing: every team
-# may borrow all 248 prod GPUs), never less (components/kueue.py, policy team-quota-admits-queue).
+# may borrow all 248 prod GPUs), never less (components/services/kueue.py, policy team-quota-admits-queue).
 @pytest.mark.parametrize("team, quota", [("research", "248"), ("applied", "248")])
 def test_prod_team_namespace_objects(prod, team, quota):
     ns = next(r for r in resources(prod, "kubernetes:core/v1:Namespace")
@@ -68,7 +68,7 @@ def test_prod_team_namespace_objects(prod, team, quota):
 
 
 def test_team_quota_covers_every_accelerator_vendor_of_the_stack():
-    from components.catalog import load_catalog
+    from components.compute.catalog import load_catalog
     from components.config import GpuPoolConfig
 
     pools = [GpuPoolConfig(name=n, instance_types=(t,), capacity_type="ON_DEMAND", min_size=0,

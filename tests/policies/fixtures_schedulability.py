@@ -82,7 +82,7 @@ def gpu_spec(gpus: int = 1, tolerate: bool = True, **over) -> dict:
 
 def runtime(name: str, pool: str, efa: int, gpus: int = 8, cpu: str = "90",
             memory: str = "900Gi") -> dict:
-    """A Trainer runtime shaped like components/kubeflow.py's: pinned to its pool, the GPU
+    """A Trainer runtime shaped like components/services/kubeflow.py's: pinned to its pool, the GPU
     toleration, GPUs/EFA/huge pages as requests and limits, a metrics sidecar."""
     requests = {"cpu": cpu, "memory": memory, "nvidia.com/gpu": str(gpus),
                 "vpc.amazonaws.com/efa": str(efa), "hugepages-2Mi": "5120Mi"}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from components.catalog import load_catalog
+from components.compute.catalog import load_catalog
 from policies import facts
 
 
@@ -39,7 +39,7 @@ def test_every_type_has_cpu_and_memory():
 def test_eks_calendar_matches_components():
     """The pack keeps its own copy of the EKS calendar (it may not import components/): both
     must say the same for every version config accepts."""
-    from components import eks_versions as ours
+    from components.compute import eks_versions as ours
     from policies import eks_versions as pack
 
     assert set(ours.CALENDAR) <= set(pack.CALENDAR)

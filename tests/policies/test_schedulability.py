@@ -242,10 +242,10 @@ def test_resource_misfit_messages():
 
 
 def test_jobspec_runtime_sizes_fit_their_nodes():
-    """components/trainjob.py sizes a runtime at 90% of the allocatable memory less 2 GiB, the
+    """components/services/trainjob.py sizes a runtime at 90% of the allocatable memory less 2 GiB, the
     huge pages an EFA node pre-allocates taken out first: every type fits, with and without EFA
     (g5/g6 8x-24x EFA pools included, which the old sizing overfilled)."""
-    from components.trainjob import EFA_PREALLOCATED_GIB
+    from components.services.trainjob import EFA_PREALLOCATED_GIB
 
     for t, f in facts.INSTANCES.items():
         for efa in sorted({0, f.max_efa}):

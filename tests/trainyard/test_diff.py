@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from components.catalog import load_catalog
+from components.compute.catalog import load_catalog
 from trainyard import diff as D
 
 VPC, SUBNET = "aws:ec2/vpc:Vpc", "aws:ec2/subnet:Subnet"
@@ -311,7 +311,7 @@ def test_short_value():
 def test_capacity_counts_capacity_block_pools(plan_for):
     """Capacity Block node groups name their instance type in the launch template; the review's
     capacity must count them like `trainyard plan` does (prod: h100 is 4 x p5.48xlarge)."""
-    from components.catalog import load_catalog
+    from components.compute.catalog import load_catalog
     from trainyard.diff import capacity
 
     cap = capacity(plan_for("prod"), load_catalog())

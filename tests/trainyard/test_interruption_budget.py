@@ -1,4 +1,4 @@
-"""The Spot interruption budget (components/trainjob.py): the 2-minute notice less the time to
+"""The Spot interruption budget (components/services/trainjob.py): the 2-minute notice less the time to
 drain must cover the rest of a step and a checkpoint, for every Spot pool of every committed
 stack and every workload preset that fits that pool's GPUs.
 
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from components import trainjob
-from components.k8s_names import SPOT_NOTICE_SECONDS
+from components.services import trainjob
+from components.services.k8s_names import SPOT_NOTICE_SECONDS
 from trainyard.job import WORKLOADS
 
 STACKS = sorted(p.name.split(".")[1] for p in

@@ -276,7 +276,7 @@ def runtime_of(stack: str, pool: str) -> dict:
 
 def assert_queued_with_budget(job: dict, namespace: str, priority: str) -> None:
     """What Kueue and an interruption need, whatever the pool."""
-    from components.k8s_names import (
+    from components.services.k8s_names import (
         DO_NOT_DISRUPT,
         LOCAL_QUEUE,
         PRIORITY_LABEL,
@@ -306,7 +306,7 @@ def assert_queued_with_budget(job: dict, namespace: str, priority: str) -> None:
 def assert_runtime_restarts_on_preemption(rt: dict) -> None:
     """Exit 75 or an evicted pod fails the Job by policy; JobSet restarts every node without
     counting it; any other failure restarts too, counted."""
-    from components.k8s_names import DO_NOT_DISRUPT
+    from components.services.k8s_names import DO_NOT_DISRUPT
 
     jobspec.validate_runtime(rt)
     jobset = rt["spec"]["template"]["spec"]
@@ -351,7 +351,7 @@ def test_reserved_pool_job_is_queued_the_same_way(capsys, prod_outputs):
 
 @pytest.mark.parametrize("priority", ["production", "training", "preemptible"])
 def test_every_priority_class_renders(capsys, priority):
-    from components.k8s_names import PRIORITY_CLASSES, PRIORITY_LABEL
+    from components.services.k8s_names import PRIORITY_CLASSES, PRIORITY_LABEL
 
     assert priority in PRIORITY_CLASSES
     code, out, err = render(capsys, "llm", *BASE, "--pool", "eval-spot", "--nodes", "1",
@@ -372,7 +372,7 @@ def test_unknown_priority_is_refused(capsys):
 
 def test_a_save_that_cannot_fit_the_spot_budget_is_a_warning(capsys, monkeypatch):
     """The job still renders (it resumes from its last periodic checkpoint instead)."""
-    from components import trainjob
+    from components.services import trainjob
 
     monkeypatch.setattr(trainjob, "BUDGET", trainjob.interruption_budget(notice_s=60))
     code, out, err = render(capsys, "llm", *BASE, "--pool", "eval-spot", "--nodes", "1",

@@ -117,8 +117,8 @@ def test_pool_table_has_the_pools_availability_zones(plan_for):
 
 
 def test_subnet_table_is_netmaths_ip_budget(plan_for):
-    from components import netmath
-    from components.catalog import load_catalog
+    from components.compute.catalog import load_catalog
+    from components.network import netmath
     from trainyard.plan import subnet_rows, summarize
     from trainyard.synth import load_config
 

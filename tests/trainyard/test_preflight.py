@@ -4,7 +4,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from components.catalog import load_catalog
+from components.compute.catalog import load_catalog
 from trainyard.preflight import (
     addon_findings,
     compare_instance,

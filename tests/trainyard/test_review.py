@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components.catalog import load_catalog
+from components.compute.catalog import load_catalog
 from trainyard import cli, gitrefs
 from trainyard import review as R
 from trainyard.errors import UsageError
@@ -78,7 +78,7 @@ def repo(tmp_path_factory) -> Path:
     edit_stack(repo, "prod", lambda c: pool(c, "eval-spot").update(provisioner="managed"))
     buckets = repo / "components" / "buckets.py"
     code = buckets.read_text()
-    assert VERSIONING_ON in code, "components/buckets.py no longer sets versioning like this; " \
+    assert VERSIONING_ON in code, "components/storage/buckets.py no longer sets versioning like this; " \
         "update the test's PR edit"
     buckets.write_text(code.replace(VERSIONING_ON, VERSIONING_ON.replace("Enabled", "Suspended")))
     commit_all(repo, "prod: p4de for a100, g-spot to 16 nodes, eval-spot managed, versioning off")
@@ -198,7 +198,7 @@ def test_markdown_is_a_pr_comment(pr_review):
 
 
 def test_each_ref_was_planned_with_its_own_code(pr_review, repo):
-    # versioning is a code change: only the pr ref's components/buckets.py suspends it, so the
+    # versioning is a code change: only the pr ref's components/storage/buckets.py suspends it, so the
     # diff can only show it if the base was planned with the base's code.
     assert pr_review.base_commit == git(repo, "rev-parse", "base").strip()
     assert pr_review.head_commit == git(repo, "rev-parse", "pr").strip()
@@ -265,7 +265,7 @@ def test_merge_base(repo):
     ("docs/review.md", "prod", False), ("README.md", "prod", False),
     ("tests/x.py", "prod", False), ("workloads/llm/train.py", "prod", False),
     ("policies/storage.py", "prod", False), ("stacks/Pulumi.dev.yaml", "prod", False),
-    ("stacks/Pulumi.prod.yaml", "prod", True), ("components/buckets.py", "prod", True),
+    ("stacks/Pulumi.prod.yaml", "prod", True), ("components/storage/buckets.py", "prod", True),
     ("__main__.py", "prod", True), ("trainyard/mocks.py", "dev", True),
 ])
 def test_plan_relevance(path, stack_name, relevant):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 
-from components.catalog import load_catalog
-from components.kueue import quota_plan
+from components.compute.catalog import load_catalog
+from components.services.kueue import quota_plan
 from trainyard import review as R
 from trainyard.synth import load_config
 

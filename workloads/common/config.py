@@ -77,7 +77,7 @@ class RunConfig:
 
     def checkpoint_bytes(self, nodes: int) -> float | None:
         """Bytes one of ``nodes`` nodes writes for a checkpoint (what a save on SIGTERM has to
-        get out within the Spot budget, components/trainjob.py); None: not estimated."""
+        get out within the Spot budget, components/services/trainjob.py); None: not estimated."""
         return None
 
     def step_flops(self) -> float | None:

@@ -11,7 +11,7 @@ tell a clean preemption from a crash. Here:
 - 75 (``EXIT_PREEMPTED``) when a worker exited 75: the job stopped at a step boundary and its
   checkpoint is complete (the save is collective, so one rank past it means all are). The
   rendered TrainJob's podFailurePolicy turns that into a restart that does not count against
-  the JobSet's maxRestarts (components/trainjob.py).
+  the JobSet's maxRestarts (components/services/trainjob.py).
 - 128 + signal (143 for SIGTERM) when torchrun was signalled and no worker reported a save
   (they were killed after ``--shutdown-timeout``, or the signal came before training began).
 - torchrun's own behaviour otherwise (0 done, 1 a crash, with its error summary).

@@ -11,7 +11,7 @@ Under torchrun the process Kubernetes sees is torchrun, which exits 1 whatever i
 worker that exits 75 records it in ``$TRAINYARD_EXIT_DIR`` (``record_exit``), which the
 launcher creates and reads back.
 
-Time budget (components/trainjob.py ``interruption_budget``): EC2 gives a 2-minute Spot notice;
+Time budget (components/services/trainjob.py ``interruption_budget``): EC2 gives a 2-minute Spot notice;
 Karpenter (or the managed node group) evicts the pod, the kubelet sends SIGTERM to torchrun,
 torchrun forwards it to the workers and waits ``--shutdown-timeout`` seconds before SIGKILL; the
 pod's terminationGracePeriodSeconds caps the whole. The rest of the step plus one checkpoint

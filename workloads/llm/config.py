@@ -19,18 +19,31 @@ from workloads.common.memory import MemoryEstimate
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """A GPT-style decoder: pre-LayerNorm blocks, SDPA causal attention, GELU MLP, tied embeddings."""
+    """A Llama-style decoder: pre-RMSNorm blocks, rotary position embeddings, SDPA causal
+    attention with grouped-query heads, SwiGLU MLP, optionally tied input/output embeddings.
+    Parameter names follow Hugging Face's LlamaForCausalLM, so an export is a rename."""
 
     n_layer: int
     """Transformer blocks (L)."""
     n_head: int
-    """Attention heads (H); head dim Q = d_model / n_head."""
+    """Query heads (H); head dim Q = d_model / n_head."""
     d_model: int
-    """Residual stream width."""
+    """Residual stream width (d)."""
     seq_len: int
-    """Context length (T); also the size of the learned position table."""
+    """Context length (T) trained at; rotary embeddings have no table to outgrow."""
     vocab_size: int
-    """Embedding rows; padded to a multiple of 64 for the matmul kernels (50304 = GPT-2's 50257)."""
+    """Embedding rows; padded to a multiple of 64 for the matmul kernels."""
+    n_kv_head: int = 0
+    """Key/value heads for grouped-query attention; must divide n_head (default 0: n_head, i.e.
+    plain multi-head attention)."""
+    ffn_dim: int = 0
+    """SwiGLU hidden width (default 0: 8/3·d rounded up to a multiple of 256, Llama's rule)."""
+    rope_theta: float = 10000.0
+    """Rotary base frequency (default 10000; Llama 3 uses 500000)."""
+    norm_eps: float = 1e-5
+    """RMSNorm epsilon (default 1e-5)."""
+    tie_embeddings: bool = True
+    """Output head shares the token-embedding matrix (default True: small models)."""
     dropout: float = 0.0
     """Dropout on attention and residual outputs (default 0.0: pretraining at this scale)."""
 
@@ -38,9 +51,20 @@ class ModelConfig:
         for name in ("n_layer", "n_head", "d_model", "seq_len", "vocab_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"model.{name}", f"must be >= 1, got {getattr(self, name)}")
+        for name in ("n_kv_head", "ffn_dim"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"model.{name}", f"must be >= 0, got {getattr(self, name)}")
         if self.d_model % self.n_head:
             raise ConfigError("model.d_model", f"{self.d_model} is not divisible by n_head "
                                                f"{self.n_head}")
+        if self.head_dim % 2:
+            raise ConfigError("model.d_model", f"head dim {self.head_dim} must be even for "
+                                               "rotary embeddings")
+        if self.n_head % self.kv_heads:
+            raise ConfigError("model.n_kv_head", f"{self.kv_heads} does not divide n_head "
+                                                 f"{self.n_head}")
+        if self.rope_theta <= 0 or self.norm_eps <= 0:
+            raise ConfigError("model.rope_theta", "rope_theta and norm_eps must be > 0")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError("model.dropout", f"must be in [0, 1), got {self.dropout}")
 
@@ -49,15 +73,29 @@ class ModelConfig:
         return self.d_model // self.n_head
 
     @property
+    def kv_heads(self) -> int:
+        return self.n_kv_head or self.n_head
+
+    @property
+    def hidden_dim(self) -> int:
+        """The SwiGLU width actually used."""
+        if self.ffn_dim:
+            return self.ffn_dim
+        return 256 * -(-(8 * self.d_model // 3) // 256)
+
+    @property
     def non_embedding_params(self) -> int:
-        """N for the MFU formula: 12·d² per block (qkv, proj, 2×MLP) plus the LayerNorms."""
-        d = self.d_model
-        return self.n_layer * (12 * d * d + 2 * d) + d
+        """N for the MFU formula, per block: q and o (2·d²), k and v (2·d·kv·Q), the SwiGLU's three
+        matrices (3·d·f), two RMSNorm weights (2·d); plus the final norm."""
+        d, f = self.d_model, self.hidden_dim
+        kv = self.kv_heads * self.head_dim
+        return self.n_layer * (2 * d * d + 2 * d * kv + 3 * d * f + 2 * d) + d
 
     @property
     def params(self) -> int:
-        """Every parameter, the tied output head counted once: (V + T)·d + N."""
-        return (self.vocab_size + self.seq_len) * self.d_model + self.non_embedding_params
+        """Every parameter: the embedding (V·d), the output head when untied (V·d), and N."""
+        emb = self.vocab_size * self.d_model
+        return emb * (1 if self.tie_embeddings else 2) + self.non_embedding_params
 
 
 @dataclass(frozen=True)

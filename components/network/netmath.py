@@ -44,7 +44,7 @@ RESERVED_SERVICE_IPS = 16
 
 
 # What the IP budget reads from the config and the catalog, as structural types: this module
-# imports nothing of components/ (components/config.py imports it to validate a stack).
+# imports nothing of components/ (components/config/__init__.py imports it to validate a stack).
 class PoolLike(Protocol):
     """A GPU pool (components.config.GpuPoolConfig)."""
 
@@ -80,7 +80,7 @@ class InstanceLike(Protocol):
 
 
 class CatalogLike(Protocol):
-    """The instance catalog (components.catalog.Catalog)."""
+    """The instance catalog (components.compute.catalog.Catalog)."""
 
     def knows(self, name: str) -> bool: ...
     def get(self, name: str) -> InstanceLike: ...

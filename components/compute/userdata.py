@@ -18,7 +18,7 @@ import base64
 from collections.abc import Iterable
 from typing import Optional
 
-from components.catalog import InstanceType
+from components.compute.catalog import InstanceType
 
 MIME_BOUNDARY = "==TRAINYARD=="
 NODEADM_API = "node.eks.aws/v1alpha1"

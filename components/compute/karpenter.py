@@ -2,10 +2,10 @@
 
 One controller (the upstream chart, pinned in components/data/charts.yaml) on the system nodes,
 and per elastic pool a NodePool + EC2NodeClass built from the same GpuPoolConfig as a managed
-node group, with the SAME node labels and GPU taint (components/gpu_pool.py node_labels /
+node group, with the SAME node labels and GPU taint (components/compute/gpu_pool.py node_labels /
 node_taints): device plugins, DCGM, runtimes, Kueue flavors and policies cannot tell which
 provisioner made a node. Reserved pools (ODCR, Capacity Block) and the system pool stay managed
-node groups (components/config_pools.py refuses `karpenter` on a reserved pool).
+node groups (components/config/pools.py refuses `karpenter` on a reserved pool).
 
 What the controller needs, all created here:
 
@@ -44,18 +44,18 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
-from components.addons import chart
 from components.aws_context import aws_context
-from components.catalog import Catalog, InstanceType, load_catalog
-from components.cluster import NODE_POLICIES, trust_policy
+from components.compute.addons import chart
+from components.compute.catalog import Catalog, InstanceType, load_catalog
+from components.compute.cluster import NODE_POLICIES, trust_policy
+from components.compute.gpu_pool import node_labels, node_taints, pool_specs, root_device_name
+from components.compute.userdata import has_local_nvme, is_bottlerocket
 from components.config import SYSTEM_POOL_NAME, GpuPoolConfig
-from components.efa import efa_interfaces
-from components.gpu_pool import node_labels, node_taints, pool_specs, root_device_name
-from components.identity import cluster_arn, pod_identity_trust_policy
-from components.k8s_names import GPU_RESOURCE, POOL_LABEL
-from components.monitoring import release_chart
-from components.netmath import MAX_PODS_PER_NODE
-from components.userdata import has_local_nvme, is_bottlerocket
+from components.network.efa import efa_interfaces
+from components.network.netmath import MAX_PODS_PER_NODE
+from components.services.identity import cluster_arn, pod_identity_trust_policy
+from components.services.k8s_names import GPU_RESOURCE, POOL_LABEL
+from components.services.monitoring import release_chart
 
 KARPENTER_CHART = "karpenter"
 NAMESPACE = "kube-system"

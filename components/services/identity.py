@@ -17,7 +17,7 @@ import pulumi
 import pulumi_aws as aws
 
 from components.aws_context import aws_context
-from components.k8s_names import TRAINING_SERVICE_ACCOUNT
+from components.services.k8s_names import TRAINING_SERVICE_ACCOUNT
 
 POD_IDENTITY_SERVICE = "pods.eks.amazonaws.com"
 CHECKPOINT_PREFIX = "checkpoints/"

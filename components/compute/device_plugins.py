@@ -27,12 +27,17 @@ from typing import Optional
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.addons import ChartPin, chart
-from components.catalog import Catalog, load_catalog
+from components.compute.addons import ChartPin, chart
+from components.compute.catalog import Catalog, load_catalog
+from components.compute.gpu_pool import AMI_FAMILY_LABEL
+from components.compute.userdata import is_bottlerocket
 from components.config import GpuPoolConfig
-from components.gpu_pool import AMI_FAMILY_LABEL
-from components.k8s_names import ACCELERATOR_LABEL, EFA_LABEL, GPU_TAINT_KEY, SYSTEM_NAMESPACES
-from components.userdata import is_bottlerocket
+from components.services.k8s_names import (
+    ACCELERATOR_LABEL,
+    EFA_LABEL,
+    GPU_TAINT_KEY,
+    SYSTEM_NAMESPACES,
+)
 
 NVIDIA_CHART = "nvidia-device-plugin"
 EFA_CHART = "aws-efa-k8s-device-plugin"

@@ -1,6 +1,6 @@
 """NetworkPolicy building blocks (pure dicts) shared by the team, monitoring and Kubeflow
 namespaces: every namespace the platform creates starts from `deny_all()` and adds explicit
-allows. The VPC CNI's network-policy agent enforces them (components/addons.py turns it on);
+allows. The VPC CNI's network-policy agent enforces them (components/compute/addons.py turns it on);
 hostNetwork pods (node-exporter) and EFA traffic, which bypasses the kernel, are not subject.
 """
 

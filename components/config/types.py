@@ -2,8 +2,8 @@
 the constants (choices, defaults) their fields and the section parsers share.
 
 Every config key, its default and its rules are in the docstrings below; the parsing lives in
-components/config.py (`load`), components/config_sections.py, components/config_pools.py and
-components/config_checks.py. This module imports none of them, so each can import it.
+components/config/__init__.py (`load`), components/config/sections.py, components/config/pools.py and
+components/config/checks.py. This module imports none of them, so each can import it.
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Optional
 
-from components import eks_versions
+from components.compute import eks_versions
 
 NS = "trainyard"
 ENVIRONMENTS = ("dev", "staging", "prod")
-# Every version in the EKS calendar (components/eks_versions.py); whether one may be used on a
+# Every version in the EKS calendar (components/compute/eks_versions.py); whether one may be used on a
 # given day (standard vs extended support) is decided by eks_versions.support_problem.
 SUPPORTED_K8S_VERSIONS = tuple(sorted(eks_versions.CALENDAR, key=eks_versions.version_key))
 CAPACITY_TYPES = ("ON_DEMAND", "SPOT", "CAPACITY_BLOCK")
@@ -165,9 +165,9 @@ class GpuPoolConfig:
     labels: Mapping[str, str] = field(default_factory=dict)
     provisioner: str = "managed"
     """Who makes the pool's nodes (components/k8s_names.PROVISIONERS). `karpenter`: a Karpenter
-    NodePool + EC2NodeClass (components/karpenter.py); nodes appear for pending pods and go away
+    NodePool + EC2NodeClass (components/compute/karpenter.py); nodes appear for pending pods and go away
     when empty, so the pool has no standing size (minSize and desiredSize 0). `managed`: an EKS
-    managed node group (components/gpu_pool.py). Default when parsed from a stack file:
+    managed node group (components/compute/gpu_pool.py). Default when parsed from a stack file:
     `karpenter` for elastic pools (SPOT, or ON_DEMAND without a capacityReservation), `managed`
     for reserved pools (ODCR, CAPACITY_BLOCK), which are sized to their reservation and may not
     use Karpenter. Nodes carry the same labels and taints either way. Changing it replaces the

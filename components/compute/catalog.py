@@ -13,7 +13,7 @@ from typing import Optional
 
 import yaml
 
-CATALOG_PATH = Path(__file__).parent / "data" / "instances.yaml"
+CATALOG_PATH = Path(__file__).resolve().parents[1] / "data" / "instances.yaml"
 
 
 @dataclass(frozen=True)

@@ -2,13 +2,13 @@
 it brings JobSet and the Trainer CRDs) plus one ClusterTrainingRuntime per NVIDIA GPU pool.
 
 Runtimes are named `torch-efa-<pool>` (EFA pools) or `torch-<pool>`; they are built by
-components/trainjob.py (pure, shared with `trainyard job render`) from the pool's facts: GPUs,
+components/services/trainjob.py (pure, shared with `trainyard job render`) from the pool's facts: GPUs,
 EFA devices and huge pages per node, node selector and toleration, /dev/shm, the NCCL
 environment. A TrainJob picks its pool by naming the runtime. Neuron pools get no runtime yet.
 The `kubeflow-system` namespace denies traffic by default, then admits the API server to the
 webhooks, monitoring to the metrics, and lets the controllers reach the API server.
 
-Requires Kubernetes >= 1.31 (components/config.py only accepts such versions).
+Requires Kubernetes >= 1.31 (components/config/__init__.py only accepts such versions).
 """
 
 from __future__ import annotations
@@ -22,16 +22,16 @@ import pulumi
 import pulumi_kubernetes as k8s
 import yaml
 
-from components import netpol
-from components.addons import chart
-from components.catalog import Catalog, load_catalog
+from components.compute.addons import chart
+from components.compute.catalog import Catalog, load_catalog
 from components.config import GpuPoolConfig, KubeflowConfig
-from components.k8s_names import SYSTEM_NAMESPACES
-from components.monitoring import release_chart
-from components.trainjob import cluster_training_runtime, pool_facts, supports_runtime
+from components.services import netpol
+from components.services.k8s_names import SYSTEM_NAMESPACES
+from components.services.monitoring import release_chart
+from components.services.trainjob import cluster_training_runtime, pool_facts, supports_runtime
 
 TRAINER_CHART = "kubeflow-trainer"
-VALUES_PATH = Path(__file__).parent / "data" / "kubeflow" / "trainer-values.yaml"
+VALUES_PATH = Path(__file__).resolve().parents[1] / "data" / "kubeflow" / "trainer-values.yaml"
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,9 @@ Nothing here touches Pulumi: `__main__.py` reads the engine's config and hands i
 `trainyard plan` calls the same function on the stack file before anything is synthesized.
 
 Layout: this module holds `load` (the entry point), the offline region data lookups and the public
-API; the typed dataclasses and shared constants are in components/config_types.py, the section
-parsers in components/config_sections.py and components/config_pools.py (GPU pools), and the
-shared value checks and rules across sections in components/config_checks.py. Every public name
+API; the typed dataclasses and shared constants are in components/config/types.py, the section
+parsers in components/config/sections.py and components/config/pools.py (GPU pools), and the
+shared value checks and rules across sections in components/config/checks.py. Every public name
 of those modules is re-exported here: import from `components.config`.
 """
 
@@ -31,12 +31,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Optional
 
-from components.catalog import Catalog, load_catalog
-from components.config_checks import PREFLIGHT_HINT as PREFLIGHT_HINT
-from components.config_checks import RegionFacts, _cross_checks
-from components.config_pools import _pools
-from components.config_reader import ConfigError, Reader, kind
-from components.config_sections import (
+from components.compute.catalog import Catalog, load_catalog
+from components.config.checks import PREFLIGHT_HINT as PREFLIGHT_HINT
+from components.config.checks import RegionFacts, _cross_checks
+from components.config.pools import _pools
+from components.config.reader import ConfigError, Reader, kind
+from components.config.sections import (
     _cluster,
     _kubeflow,
     _monitoring,
@@ -44,39 +44,39 @@ from components.config_sections import (
     _storage,
     _team,
 )
-from components.config_sections import image_check as image_check
-from components.config_types import AMI_TYPES as AMI_TYPES
-from components.config_types import CAPACITY_TYPES as CAPACITY_TYPES
-from components.config_types import DEFAULT_AMI as DEFAULT_AMI
-from components.config_types import DEFAULT_INTERFACE_ENDPOINTS as DEFAULT_INTERFACE_ENDPOINTS
-from components.config_types import EFA_LAYOUTS as EFA_LAYOUTS
-from components.config_types import ENVIRONMENTS, NS, StackConfig
-from components.config_types import FSX_THROUGHPUTS as FSX_THROUGHPUTS
-from components.config_types import INTERFACE_ENDPOINTS as INTERFACE_ENDPOINTS
-from components.config_types import LOG_RETENTION_DAYS as LOG_RETENTION_DAYS
-from components.config_types import NAT_MODES as NAT_MODES
-from components.config_types import SUPPORTED_K8S_VERSIONS as SUPPORTED_K8S_VERSIONS
-from components.config_types import SYSTEM_POOL_NAME as SYSTEM_POOL_NAME
-from components.config_types import CapacityReservation as CapacityReservation
-from components.config_types import ClusterConfig as ClusterConfig
-from components.config_types import DeployerAccess as DeployerAccess
-from components.config_types import EfsConfig as EfsConfig
-from components.config_types import FsxConfig as FsxConfig
-from components.config_types import GpuPoolConfig as GpuPoolConfig
-from components.config_types import KubeflowConfig as KubeflowConfig
-from components.config_types import MonitoringConfig as MonitoringConfig
-from components.config_types import NetworkConfig as NetworkConfig
-from components.config_types import StorageConfig as StorageConfig
-from components.config_types import SystemNodesConfig as SystemNodesConfig
-from components.config_types import TeamConfig as TeamConfig
+from components.config.sections import image_check as image_check
+from components.config.types import AMI_TYPES as AMI_TYPES
+from components.config.types import CAPACITY_TYPES as CAPACITY_TYPES
+from components.config.types import DEFAULT_AMI as DEFAULT_AMI
+from components.config.types import DEFAULT_INTERFACE_ENDPOINTS as DEFAULT_INTERFACE_ENDPOINTS
+from components.config.types import EFA_LAYOUTS as EFA_LAYOUTS
+from components.config.types import ENVIRONMENTS, NS, StackConfig
+from components.config.types import FSX_THROUGHPUTS as FSX_THROUGHPUTS
+from components.config.types import INTERFACE_ENDPOINTS as INTERFACE_ENDPOINTS
+from components.config.types import LOG_RETENTION_DAYS as LOG_RETENTION_DAYS
+from components.config.types import NAT_MODES as NAT_MODES
+from components.config.types import SUPPORTED_K8S_VERSIONS as SUPPORTED_K8S_VERSIONS
+from components.config.types import SYSTEM_POOL_NAME as SYSTEM_POOL_NAME
+from components.config.types import CapacityReservation as CapacityReservation
+from components.config.types import ClusterConfig as ClusterConfig
+from components.config.types import DeployerAccess as DeployerAccess
+from components.config.types import EfsConfig as EfsConfig
+from components.config.types import FsxConfig as FsxConfig
+from components.config.types import GpuPoolConfig as GpuPoolConfig
+from components.config.types import KubeflowConfig as KubeflowConfig
+from components.config.types import MonitoringConfig as MonitoringConfig
+from components.config.types import NetworkConfig as NetworkConfig
+from components.config.types import StorageConfig as StorageConfig
+from components.config.types import SystemNodesConfig as SystemNodesConfig
+from components.config.types import TeamConfig as TeamConfig
 
 __all__ = ["ConfigError", "StackConfig", "load", "SUPPORTED_K8S_VERSIONS"]
 
-REGIONS_PATH = Path(__file__).parent / "data" / "regions.json"
+REGIONS_PATH = Path(__file__).resolve().parents[1] / "data" / "regions.json"
 
 
 # ----------------------------------------------------------------------------------------------
-# Offline region data (RegionFacts: components/config_checks.py)
+# Offline region data (RegionFacts: components/config/checks.py)
 # ----------------------------------------------------------------------------------------------
 # The lookups stay in this module, beside `load`, so `region_facts` calls this module's
 # `region_data`: tests replace `components.config.region_data` to simulate other data.

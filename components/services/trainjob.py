@@ -1,5 +1,5 @@
 """Kubeflow Trainer v2 objects built from typed Python: one ClusterTrainingRuntime per GPU pool
-(installed by components/kubeflow.py) and the TrainJobs `trainyard job render` prints (the CLI,
+(installed by components/services/kubeflow.py) and the TrainJobs `trainyard job render` prints (the CLI,
 trainyard/job.py, imports them from here: components/ never imports trainyard/). Pure
 functions, no Pulumi, no cluster.
 
@@ -34,9 +34,9 @@ from typing import Any, Optional
 
 import yaml
 
-from components.catalog import Catalog, load_catalog
+from components.compute.catalog import Catalog, load_catalog
 from components.config import GpuPoolConfig
-from components.k8s_names import (
+from components.services.k8s_names import (
     DEFAULT_PRIORITY,
     DO_NOT_DISRUPT,
     EFA_HUGEPAGES,
@@ -309,7 +309,7 @@ def node_resources(facts: PoolFacts, gpus: Optional[int] = None) -> dict[str, di
 
 def pool_tolerations(facts: PoolFacts) -> list[dict[str, str]]:
     """What a pod needs to run on the pool's nodes: the GPU taint every GPU pool carries
-    (components/gpu_pool.py node_taints; Karpenter's NodePools carry the same)."""
+    (components/compute/gpu_pool.py node_taints; Karpenter's NodePools carry the same)."""
     return [{"key": GPU_TAINT_KEY[facts.vendor], "operator": "Exists", "effect": "NoSchedule"}]
 
 
@@ -337,9 +337,9 @@ def shm_size(facts: PoolFacts) -> str:
 @functools.lru_cache(maxsize=1)
 def exporter() -> dict:
     """The training-throughput exporter sidecar's data (image, port, script)."""
-    from components import k8s_names
+    from components.services import k8s_names
 
-    with (Path(k8s_names.__file__).parent / EXPORTER_FILE).open() as f:
+    with (Path(k8s_names.__file__).resolve().parents[1] / EXPORTER_FILE).open() as f:
         return yaml.safe_load(f)
 
 

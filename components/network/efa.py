@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from components.catalog import InstanceType
+from components.compute.catalog import InstanceType
 
 LAYOUTS = ("current", "legacy")
 INTERFACE_TYPES = ("interface", "efa", "efa-only")

@@ -6,7 +6,7 @@ Per team:
   `baseline` forbids, but training images usually run as root, which `restricted` does);
 - a ResourceQuota capping the accelerators the namespace may request at once: `gpuQuota` without
   Kueue; with Kueue, what the team's ClusterQueue can admit at most (`gpu_ceilings`: nominal quota
-  plus borrowing limit, components/kueue.py), never less, or pods Kueue admitted would be refused
+  plus borrowing limit, components/services/kueue.py), never less, or pods Kueue admitted would be refused
   (the config refuses a gpuQuota below one node of every pool, since TrainJobs take whole nodes);
 - a LimitRange giving containers without requests a small default, and capping a container's
   accelerators at the largest node's count (a typo'd 16 on 8-GPU nodes is refused at admission
@@ -16,7 +16,7 @@ Per team:
   traffic inside the namespace for torchrun's rendezvous and NCCL's TCP bootstrap; scraping of
   the throughput sidecar by the monitoring namespace; HTTPS out for S3 checkpoints/datasets and
   STS; the EKS Pod Identity agent). EFA traffic bypasses the kernel and is not subject to them;
-  they are enforced by the VPC CNI's network-policy agent (components/addons.py turns it on);
+  they are enforced by the VPC CNI's network-policy agent (components/compute/addons.py turns it on);
 - the `trainer` service account the training role is bound to (the Pod Identity association
   belongs to the storage layer).
 """
@@ -30,11 +30,11 @@ from typing import Optional
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components import netpol
-from components.catalog import Catalog, load_catalog
+from components.compute.catalog import Catalog, load_catalog
 from components.config import GpuPoolConfig, TeamConfig
-from components.k8s_names import GPU_RESOURCE, SYSTEM_NAMESPACES, TRAINING_SERVICE_ACCOUNT
-from components.trainjob import exporter
+from components.services import netpol
+from components.services.k8s_names import GPU_RESOURCE, SYSTEM_NAMESPACES, TRAINING_SERVICE_ACCOUNT
+from components.services.trainjob import exporter
 
 TEAM_LABEL = "trainyard.io/team"
 POD_IDENTITY_AGENT = "169.254.170.23/32"

@@ -35,7 +35,7 @@ Trade-off of dealing in flavor order: guaranteed quota lands on the cheapest poo
 are also the least certain (a Spot pool may have no capacity); jobs pinned to a later pool run
 there on borrowed quota, which its owner can reclaim.
 
-The namespace ResourceQuota each team keeps (components/teams.py) is sized by `ceilings()`:
+The namespace ResourceQuota each team keeps (components/services/teams.py) is sized by `ceilings()`:
 what the team's ClusterQueue can admit at most (nominal + borrowing limit), so a pod Kueue admits
 is never refused by the quota (which would leave the job half-started until waitForPodsReady
 evicts it, over and over).
@@ -57,11 +57,11 @@ import pulumi
 import pulumi_kubernetes as k8s
 import yaml
 
-from components import netpol
-from components.addons import chart
-from components.catalog import Catalog, load_catalog
+from components.compute.addons import chart
+from components.compute.catalog import Catalog, load_catalog
 from components.config import SYSTEM_POOL_NAME, GpuPoolConfig, TeamConfig
-from components.k8s_names import (
+from components.services import netpol
+from components.services.k8s_names import (
     COHORT,
     EFA_RESOURCE,
     GPU_RESOURCE,
@@ -71,13 +71,13 @@ from components.k8s_names import (
     POOL_LABEL,
     PRIORITY_CLASSES,
 )
-from components.monitoring import deep_merge, release_chart
+from components.services.monitoring import deep_merge, release_chart
 
 KUEUE_CHART = "kueue"
 KUEUE_NAMESPACE = "kueue-system"
 API_VERSION = "kueue.x-k8s.io/v1beta2"
 """Kueue 0.20 serves only v1beta2 (v1beta1 is no longer served)."""
-DATA = Path(__file__).parent / "data" / "kueue"
+DATA = Path(__file__).resolve().parents[1] / "data" / "kueue"
 WEBHOOK_PORT = 9443
 VISIBILITY_PORT = 8082
 """Kueue's visibility API server (pending workloads), called by the Kubernetes API server."""
@@ -103,7 +103,7 @@ class KueueArgs:
     gpu_pools: Sequence[GpuPoolConfig] = ()
     """The stack's GPU pools: one ResourceFlavor each. Default none."""
     team_namespaces: Mapping[str, pulumi.Resource] = field(default_factory=dict)
-    """Team name -> its Namespace resource (components/teams.py), for the LocalQueues."""
+    """Team name -> its Namespace resource (components/services/teams.py), for the LocalQueues."""
     depends_on: Sequence[pulumi.Resource] = field(default_factory=tuple)
     """Cluster, add-ons and system nodes: created first, deleted last. Default none."""
     integrations: Sequence[pulumi.Resource] = field(default_factory=tuple)

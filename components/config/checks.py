@@ -13,10 +13,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Optional
 
-from components import netmath
-from components.catalog import Catalog
-from components.config_reader import Reader, covers, problem_path
-from components.config_types import (
+from components.compute.catalog import Catalog
+from components.config.reader import Reader, covers, problem_path
+from components.config.types import (
     NS,
     ClusterConfig,
     GpuPoolConfig,
@@ -24,6 +23,7 @@ from components.config_types import (
     StorageConfig,
     TeamConfig,
 )
+from components.network import netmath
 
 _AZ_RE = re.compile(r"^([a-z]+(?:-[a-z]+)+-\d+)([a-z])$")
 PREFLIGHT_HINT = "`trainyard preflight` checks live"

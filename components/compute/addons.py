@@ -13,9 +13,9 @@ from typing import Optional
 
 import yaml
 
-from components import netmath
+from components.network import netmath
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).resolve().parents[1] / "data"
 ADDONS_PATH = DATA / "addons.yaml"
 CHARTS_PATH = DATA / "charts.yaml"
 
@@ -94,7 +94,7 @@ def vpc_cni_configuration() -> str:
 
     - WARM_IP_TARGET / MINIMUM_IP_TARGET: allocate addresses one by one instead of a whole
       ENI's worth per node. A p5 could otherwise hold ~50 idle addresses per attached ENI;
-      components/netmath.py sizes subnets assuming WARM_IP_TARGET.
+      components/network/netmath.py sizes subnets assuming WARM_IP_TARGET.
     - ENABLE_PREFIX_DELEGATION off: /28 prefixes would fragment the subnets the EFA pools share
       and make netmath's per-address budget wrong.
     - `efa-only` interfaces need nothing here beyond VPC CNI >= 1.18.5 (it skips them); pods

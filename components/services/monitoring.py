@@ -35,13 +35,13 @@ import pulumi_kubernetes as k8s
 import pulumi_random as random
 import yaml
 
-from components import netpol
-from components.addons import ChartPin, chart
-from components.catalog import Catalog, load_catalog
+from components.compute.addons import ChartPin, chart
+from components.compute.catalog import Catalog, load_catalog
 from components.config import GpuPoolConfig, MonitoringConfig
-from components.k8s_names import ACCELERATOR_LABEL, GPU_TAINT_KEY, SYSTEM_NAMESPACES
+from components.services import netpol
+from components.services.k8s_names import ACCELERATOR_LABEL, GPU_TAINT_KEY, SYSTEM_NAMESPACES
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).resolve().parents[1] / "data"
 MONITORING_DATA = DATA / "monitoring"
 DASHBOARDS_DIR = DATA / "dashboards"
 ALERTS_DIR = DATA / "alerts"
@@ -448,7 +448,7 @@ class Monitoring(pulumi.ComponentResource):
                 opts=self._opts(self.kube_prometheus_stack))
 
     def _create_training_pod_monitor(self) -> None:
-        from components.trainjob import METRICS_LABEL, exporter
+        from components.services.trainjob import METRICS_LABEL, exporter
 
         self.training_pod_monitor = k8s.apiextensions.CustomResource(
             f"{self._name}-training-podmonitor",

@@ -17,17 +17,17 @@ import pulumi
 import pulumi_aws as aws
 
 from components.aws_context import aws_context
-from components.buckets import Buckets, BucketsArgs
 from components.config import StackConfig, StorageConfig
-from components.efs import SharedFileSystem, SharedFileSystemArgs
-from components.fsx import LustreFileSystem, LustreFileSystemArgs
-from components.identity import (
+from components.services.identity import (
     CHECKPOINT_PREFIX,
     ClusterAttachment,
     WorkloadIdentity,
     WorkloadIdentityArgs,
 )
-from components.k8s_names import FSX_CLAIM, SHARED_CLAIM, TRAINING_SERVICE_ACCOUNT
+from components.services.k8s_names import FSX_CLAIM, SHARED_CLAIM, TRAINING_SERVICE_ACCOUNT
+from components.storage.buckets import Buckets, BucketsArgs
+from components.storage.efs import SharedFileSystem, SharedFileSystemArgs
+from components.storage.fsx import LustreFileSystem, LustreFileSystemArgs
 
 
 # ----------------------------------------------------------------------------------------------

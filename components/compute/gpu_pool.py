@@ -3,7 +3,7 @@
 Every decision is a pure function below (labels, taints, NIC layout, capacity options, repair
 policy, validation); the class only turns them into resources.
 
-EFA pools: every interface the instance type supports (components/efa.py), security groups on
+EFA pools: every interface the instance type supports (components/network/efa.py), security groups on
 the interfaces (cluster SG + EFA SG), exactly one subnet, and a `cluster` placement group unless
 the pool launches into a reservation. The subnet goes to the node group, never the launch
 template (EKS rejects that). Reserved capacity: ODCR = `capacityReservationSpecification` only;
@@ -21,18 +21,23 @@ from typing import Optional
 import pulumi
 import pulumi_aws as aws
 
-from components.catalog import Catalog, InstanceType, load_catalog
-from components.cluster import metadata_options, repair_thresholds, root_volume, tag_specifications
+from components.compute.catalog import Catalog, InstanceType, load_catalog
+from components.compute.cluster import (
+    metadata_options,
+    repair_thresholds,
+    root_volume,
+    tag_specifications,
+)
+from components.compute.userdata import encoded_user_data, is_bottlerocket
 from components.config import AMI_TYPES, CAPACITY_TYPES, GpuPoolConfig
-from components.efa import LAYOUTS, Nic, pool_interfaces
-from components.k8s_names import (
+from components.network.efa import LAYOUTS, Nic, pool_interfaces
+from components.services.k8s_names import (
     ACCELERATOR_LABEL,
     EFA_LABEL,
     GPU_MODEL_LABEL,
     GPU_TAINT_KEY,
     POOL_LABEL,
 )
-from components.userdata import encoded_user_data, is_bottlerocket
 
 CAPACITY_TYPE_LABEL = "trainyard.io/capacity-type"
 """Node label: ON_DEMAND, SPOT or CAPACITY_BLOCK (mirrors EKS's eks.amazonaws.com/capacityType,

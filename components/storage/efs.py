@@ -18,8 +18,8 @@ import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
 from components.config import EfsConfig
-from components.identity import ClusterAttachment
-from components.k8s_names import SHARED_CLAIM
+from components.services.identity import ClusterAttachment
+from components.services.k8s_names import SHARED_CLAIM
 
 NFS_PORT = 2049
 EFS_CSI_DRIVER = "efs.csi.aws.com"

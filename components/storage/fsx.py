@@ -20,11 +20,11 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
-from components.addons import addon_configuration
 from components.aws_context import aws_context
+from components.compute.addons import addon_configuration
 from components.config import FsxConfig
-from components.identity import ClusterAttachment, cluster_arn, pod_identity_trust_policy
-from components.k8s_names import FSX_CLAIM
+from components.services.identity import ClusterAttachment, cluster_arn, pod_identity_trust_policy
+from components.services.k8s_names import FSX_CLAIM
 
 LUSTRE_PORTS = ((988, 988), (1018, 1023))
 """LNet: 988 for servers, 1018-1023 for the privileged client ports."""

@@ -1,6 +1,6 @@
 """Parsers of the stack sections other than GPU pools: network, cluster, storage, monitoring,
 kubeflow and teams. Each reads one section through a config_reader.Reader and returns its typed
-dataclass (components/config_types.py), recording problems instead of raising.
+dataclass (components/config/types.py), recording problems instead of raising.
 """
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ import ipaddress
 import re
 from typing import Optional
 
-from components import eks_versions, netmath
-from components.catalog import Catalog
-from components.config_checks import RegionFacts, _az_check, _sizes, _type_check
-from components.config_reader import REQUIRED, Reader, cidr_check
-from components.config_types import (
+from components.compute import eks_versions
+from components.compute.catalog import Catalog
+from components.config.checks import RegionFacts, _az_check, _sizes, _type_check
+from components.config.reader import REQUIRED, Reader, cidr_check
+from components.config.types import (
     DEFAULT_INTERFACE_ENDPOINTS,
     FSX_THROUGHPUTS,
     INTERFACE_ENDPOINTS,
@@ -31,6 +31,7 @@ from components.config_types import (
     SystemNodesConfig,
     TeamConfig,
 )
+from components.network import netmath
 
 _ROLE_ARN_RE = re.compile(r"^arn:aws(-[a-z]+)*:iam::\d{12}:role/[\w+=,.@/-]+$")
 _SECURITY_GROUP_RE = re.compile(r"^sg-[0-9a-f]{8,17}$")

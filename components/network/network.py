@@ -11,9 +11,9 @@ from typing import Optional
 import pulumi
 import pulumi_aws as aws
 
-from components import netmath
 from components.aws_context import aws_context
 from components.config import NetworkConfig
+from components.network import netmath
 
 
 @dataclass(frozen=True)

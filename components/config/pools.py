@@ -2,7 +2,7 @@
 together (capacity type, reservations, EFA, placement groups, AMI vendor, provisioner).
 
 Rules across pools and other sections (duplicate names, team quotas, subnet capacity) are in
-components/config_checks.py.
+components/config/checks.py.
 """
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ import datetime as dt
 import re
 from typing import Optional
 
-from components.catalog import Catalog
-from components.config_checks import RegionFacts, _az_check, _sizes, _type_check
-from components.config_reader import Reader, kind, name_check
-from components.config_types import (
+from components.compute.catalog import Catalog
+from components.config.checks import RegionFacts, _az_check, _sizes, _type_check
+from components.config.reader import Reader, kind, name_check
+from components.config.types import (
     AMI_TYPES,
     CAPACITY_TYPES,
     DEFAULT_AMI,
@@ -24,7 +24,7 @@ from components.config_types import (
     GpuPoolConfig,
     NetworkConfig,
 )
-from components.k8s_names import PROVISIONERS
+from components.services.k8s_names import PROVISIONERS
 
 _RESERVATION_RE = re.compile(r"^cr-[0-9a-f]{8,17}$")
 _LABEL_NAME_RE = re.compile(r"^(?=.{1,63}$)[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")

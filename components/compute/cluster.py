@@ -25,10 +25,10 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
-from components.addons import AddonPin, addon_configuration, addon_pins
 from components.aws_context import aws_context
+from components.compute.addons import AddonPin, addon_configuration, addon_pins
 from components.config import SYSTEM_POOL_NAME, ClusterConfig
-from components.k8s_names import POOL_LABEL
+from components.services.k8s_names import POOL_LABEL
 
 CONTROL_PLANE_LOG_TYPES = ("api", "audit", "authenticator", "controllerManager", "scheduler")
 """Every EKS control-plane log type (CKV_AWS_37 / CIS EKS 2.1.1)."""

@@ -1,0 +1,1 @@
+"""Storage layer: S3 buckets, EFS and FSx for Lustre, and who may read and write them."""
