@@ -12,11 +12,16 @@ from components.compute.gpu_pool import GpuPool, GpuPoolArgs
 from components.compute.karpenter import Karpenter, KarpenterArgs
 from components.config import StackConfig
 from components.network.network import Network, NetworkArgs
+from components.services.budgets import Budgets, BudgetsArgs
 from components.services.identity import ClusterAttachment
 from components.services.kubeflow import Kubeflow, KubeflowArgs
 from components.services.kueue import Kueue, KueueArgs, quota_plan
 from components.services.monitoring import Monitoring, MonitoringArgs
+from components.services.notebooks import JOB_OUTPUT_KEYS, Notebooks, NotebooksArgs
+from components.services.registry import ImageRegistry, ImageRegistryArgs
+from components.services.secrets import ExternalSecrets, ExternalSecretsArgs
 from components.services.teams import Teams, TeamsArgs
+from components.serving.serving import Serving, ServingArgs
 from components.storage.storage import (
     Storage,
     StorageArgs,
@@ -42,9 +47,13 @@ class Platform(pulumi.ComponentResource):
         # Later layers (cluster, GPU pools, storage, monitoring, Kubeflow, teams) are wired here.
         self._create_cluster(name)
         self._create_storage(name)
+        self._create_supply_chain(name)
         self._create_monitoring(name)
+        self._create_serving(name)
         self._create_kubeflow(name)
         self._create_kueue(name)
+        self._create_budgets(name)
+        self._create_notebooks(name)
 
         self.register_outputs(self._outputs)
 
@@ -124,6 +133,31 @@ class Platform(pulumi.ComponentResource):
             pulumi.ResourceOptions(parent=self))
         self._outputs.update(self.storage.stack_outputs())
 
+    # -- image registry (ECR) and secrets (Secrets Manager + External Secrets Operator) ---------
+    def _create_supply_chain(self, name: str) -> None:
+        config, child = self.config, pulumi.ResourceOptions(parent=self)
+        key = self.storage.key.arn
+        self.registry = None
+        if config.registry.enabled:
+            self.registry = ImageRegistry(f"{name}-registry", ImageRegistryArgs(
+                config=config.registry, key_arn=key,
+                retain_on_delete=config.storage.retain_on_delete, tags=config.tags), child)
+            self._outputs.update(imageRepositories=dict(self.registry.repository_urls))
+        self.secrets = None
+        if config.secrets.enabled:
+            consumers, external = ["monitoring"], []
+            auth = config.notebooks.auth if config.notebooks.enabled else None
+            if auth is not None and auth.kind != "dummy":  # the hub's OAuth client secret
+                consumers.append("notebooks")
+                external.append(auth.client_secret_name)
+            self.secrets = ExternalSecrets(f"{name}-secrets", ExternalSecretsArgs(
+                config=config.secrets, provider=self.cluster.k8s_provider,
+                cluster_name=self.cluster.name, region=config.region, key_arn=key,
+                consumers=consumers, external_names=external,
+                depends_on=self.k8s_dependencies, tags=config.tags), child)
+            self._outputs.update(secretStore=self.secrets.store.metadata["name"],
+                                 grafanaAdminSecretArn=self.secrets.grafana_admin.arn)
+
     # -- monitoring (kube-prometheus-stack, DCGM, dashboards, alerts) ---------------------------
     def _create_monitoring(self, name: str) -> None:
         config = self.config
@@ -133,9 +167,40 @@ class Platform(pulumi.ComponentResource):
         self.monitoring = Monitoring(f"{name}-monitoring", MonitoringArgs(
             config=config.monitoring, provider=self.cluster.k8s_provider,
             gpu_pools=config.gpu_pools, depends_on=self.k8s_dependencies,
-            retain_volumes=config.storage.retain_on_delete), pulumi.ResourceOptions(parent=self))
-        self._outputs.update(grafanaAdminPassword=self.monitoring.grafana_admin_password,
-                             monitoringNamespace=self.monitoring.namespace.metadata.name)
+            retain_volumes=config.storage.retain_on_delete,
+            grafana_admin_from=self.secrets.grafana_source() if self.secrets else None),
+            pulumi.ResourceOptions(parent=self))
+        if self.monitoring.grafana_admin_password is not None:
+            self._outputs.update(grafanaAdminPassword=self.monitoring.grafana_admin_password)
+        self._outputs.update(monitoringNamespace=self.monitoring.namespace.metadata.name)
+
+    # -- serving: KServe, KEDA, cert-manager, the ALB controller, the served models -------------
+    def _create_serving(self, name: str) -> None:
+        from components.config.serving import MODELS_PREFIX
+        from components.network import netmath
+
+        config, net = self.config, self.network
+        self.serving = None
+        if not config.serving.enabled:
+            return
+        plan = netmath.carve_subnets(config.network.vpc_cidr, config.network.availability_zones,
+                                     config.network.private_subnet_prefix,
+                                     config.network.public_subnet_prefix)
+        self.serving = Serving(f"{name}-serving", ServingArgs(
+            config=config.serving, provider=self.cluster.k8s_provider,
+            cluster_name=self.cluster.name, region=config.region, vpc_id=net.vpc_id,
+            vpc_cidr=config.network.vpc_cidr,
+            lb_subnet_ids=[net.public_subnet_ids[az] for az in config.network.availability_zones],
+            lb_subnet_cidrs=[plan.public[az] for az in config.network.availability_zones],
+            bucket=self.storage.buckets.checkpoints.bucket,
+            bucket_arn=self.storage.buckets.checkpoints.arn, key_arn=self.storage.key.arn,
+            tags=config.tags,
+            depends_on=[*self.k8s_dependencies,
+                        *([self.monitoring.kube_prometheus_stack] if self.monitoring else [])],
+            monitoring_enabled=self.monitoring is not None), pulumi.ResourceOptions(parent=self))
+        self._outputs.update(servingNamespace=config.serving.namespace,
+                             modelsPrefix=MODELS_PREFIX,
+                             servingHosts=self.serving.models.hosts)
 
     # -- Kubeflow Trainer v2 and the per-pool training runtimes ---------------------------------
     def _create_kubeflow(self, name: str) -> None:
@@ -159,6 +224,34 @@ class Platform(pulumi.ComponentResource):
         if not self._kueue_enabled():
             return {}
         return quota_plan(self.config.teams, self.config.gpu_pools).ceilings()
+
+    def _create_notebooks(self, name: str) -> None:
+        from components.config.types import SYSTEM_POOL_NAME
+        from components.services import secrets
+        from components.services.k8s_names import POOL_LABEL
+
+        config = self.config
+        self.notebooks = None
+        if not config.notebooks.enabled:
+            return
+        self.notebooks = Notebooks(f"{name}-notebooks", NotebooksArgs(
+            config=config.notebooks, team_namespaces=dict(self.teams.namespaces),
+            pools={p.name: p for p in config.gpu_pools}, cluster_name=self.cluster.name,
+            training_role_arn=self.storage.identity.role_arn,
+            provider=self.cluster.k8s_provider, depends_on=self.k8s_dependencies,
+            system_selector={POOL_LABEL: SYSTEM_POOL_NAME},
+            secret_store=secrets.STORE if self.secrets is not None else None,
+            stack_outputs=pulumi.Output.json_dumps(
+                {k: v for k, v in self._outputs.items() if k in JOB_OUTPUT_KEYS}),
+            tags=config.tags), pulumi.ResourceOptions(parent=self))
+        self._outputs.update(notebooksNamespace="notebooks")
+
+    def _create_budgets(self, name: str) -> None:
+        if not self.config.budgets.enabled:
+            return
+        self.budgets = Budgets(f"{name}-budgets", BudgetsArgs(
+            stack=self.config.stack, config=self.config.budgets, tags=self.config.tags),
+            pulumi.ResourceOptions(parent=self))
 
     def _create_kueue(self, name: str) -> None:
         config = self.config

@@ -426,6 +426,24 @@ ADDONS: dict[str, tuple[Workload, ...]] = {
 }
 
 
+# external-secrets/external-secrets deploy/charts/external-secrets values.yaml (0.1x to 2.x):
+# the controller takes nodeSelector / tolerations / affinity / resources at the root, the
+# webhook under webhook.*, the cert controller under certController.*; all default empty.
+CHARTS["external-secrets"] = (
+    Workload("external-secrets", "Deployment", **_std("")),
+    Workload("external-secrets-webhook", "Deployment",
+             enabled=Setting("webhook.create", True), **_std("webhook")),
+    Workload("external-secrets-cert-controller", "Deployment",
+             enabled=Setting("certController.create", True), **_std("certController")),
+)
+
+
 def chart_name(chart: str) -> str:
     """`oci://ghcr.io/kubeflow/charts/kubeflow-trainer` and `repo/name` -> the chart name."""
     return str(chart).rstrip("/").rsplit("/", 1)[-1]
+
+
+# Serving charts (policies/serving_charts.py): kept beside the serving rules' family.
+from .serving_charts import SERVING_CHARTS  # noqa: E402
+
+CHARTS.update(SERVING_CHARTS)

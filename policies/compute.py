@@ -164,7 +164,7 @@ def _decode_user_data(value: str) -> str:
     name="launch-template-no-secrets-in-user-data",
     description="Launch template user data carries no credentials.",
     family="efa-compute", types=(LT,), level=MANDATORY, severity=Severity.CRITICAL,
-    refs=Refs(checkov=("CKV_AWS_46",), trivy=("AWS-0029",)),
+    refs=Refs(checkov=("CKV_AWS_46",), trivy=("AWS-0129",)),
     remediation="Remove the credential from user data; fetch it at boot from Secrets Manager or "
                 "SSM Parameter Store with the node role, or give the pod a Pod Identity role.")
 def launch_template_no_secrets_in_user_data(args, cfg, report):
@@ -182,8 +182,9 @@ def launch_template_no_secrets_in_user_data(args, cfg, report):
     name="launch-template-encrypted-volumes",
     description="Every EBS volume a launch template or EC2NodeClass defines is encrypted.",
     family="efa-compute", types=(LT, NODECLASS), level=MANDATORY, severity=Severity.HIGH,
-    refs=Refs(other=("pulumi-compliance:launchtemplate-disallow-unencrypted",),
-              checkov=("CKV_AWS_8",)),
+    # Neither Checkov (CKV_AWS_8: launch configurations and instances only) nor Trivy (AWS-0008:
+    # launch configurations) checks launch-template volumes (docs/policies.md).
+    refs=Refs(other=("pulumi-compliance:launchtemplate-disallow-unencrypted",)),
     remediation="Set block_device_mappings[].ebs.encrypted='true' (optionally with kms_key_id).")
 def launch_template_encrypted_volumes(args, cfg, report):
     # An EC2NodeClass without blockDeviceMappings gets Karpenter's (encrypted) default.

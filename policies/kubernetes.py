@@ -9,7 +9,6 @@ from typing import Any
 from pulumi_policy import Severity
 
 from .common import (
-    ADVISORY,
     MANDATORY,
     Refs,
     Stack,
@@ -20,7 +19,6 @@ from .common import (
     schema,
     short,
     stack_rule,
-    truthy,
 )
 
 NAMESPACE = "kubernetes:core/v1:Namespace"
@@ -38,13 +36,26 @@ TEAM_LABEL = "trainyard.io/team"
 GPU_QUOTA_KEYS = ("requests.nvidia.com/gpu", "requests.aws.amazon.com/neuron",
                   "requests.aws.amazon.com/neuroncore")
 CLUSTER_SCOPED = {
+    # Kubernetes built-ins
     "Namespace", "Node", "PersistentVolume", "ClusterRole", "ClusterRoleBinding",
     "CustomResourceDefinition", "StorageClass", "PriorityClass", "RuntimeClass", "IngressClass",
     "ValidatingWebhookConfiguration", "MutatingWebhookConfiguration", "APIService", "CSIDriver",
-    "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding", "ClusterTrainingRuntime",
-    "ClusterIssuer", "NodePool", "EC2NodeClass", "NodeClass",
-    "ResourceFlavor", "ClusterQueue", "Cohort", "WorkloadPriorityClass",  # Kueue
+    "CSINode", "VolumeAttachment", "CertificateSigningRequest", "FlowSchema",
+    "PriorityLevelConfiguration", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding",
+    "MutatingAdmissionPolicy", "MutatingAdmissionPolicyBinding", "DeviceClass",
+    # CRDs the platform installs or users add (each CRD's `scope: Cluster`)
+    "ResourceFlavor", "ClusterQueue", "Cohort", "WorkloadPriorityClass", "Topology",  # Kueue
+    "AdmissionCheck", "MultiKueueCluster", "MultiKueueConfig", "ProvisioningRequestConfig",
+    "NodePool", "EC2NodeClass", "NodeClass", "NodeClaim", "NodeOverlay",  # Karpenter
+    "ClusterTrainingRuntime",  # Kubeflow Trainer
+    "ClusterServingRuntime", "ClusterStorageContainer",  # KServe
+    "ClusterIssuer",  # cert-manager
+    "ClusterTriggerAuthentication",  # KEDA
+    "ClusterSecretStore", "ClusterExternalSecret", "ClusterGenerator",  # External Secrets
+    "ClusterPolicy", "NVIDIADriver",  # NVIDIA GPU Operator
 }
+"""Kinds that take no metadata.namespace. A custom kind is matched by name, whatever its API
+group; a namespaced CRD that shares a name here (none known) would need its group added."""
 # Pulumi-only component types that live under `kubernetes:` but are not API objects.
 NOT_API_OBJECTS = ("kubernetes:helm.sh/", "kubernetes:yaml", "kubernetes:kustomize")
 
@@ -181,6 +192,10 @@ def k8s_no_cluster_admin_binding(args, cfg, report):
     if get(args.props, "roleRef.name") != "cluster-admin":
         return
     name = get(args.props, "metadata.name")
+    subjects = [s for s in items(get(args.props, "subjects")) if isinstance(s, Mapping)]
+    if subjects and all(str(s.get("name", "")).startswith("system:") and
+                        s.get("kind") in ("Group", "User") for s in subjects):
+        return  # Kubernetes' own (system:masters and the like), not a workload or a person
     if name not in cfg["allowedBindings"]:
         report(f"binding {name or short(args.urn)} grants cluster-admin: bind a least-privilege "
                "role instead.")
@@ -216,20 +231,3 @@ def k8s_no_infiniband_hostpath(args, cfg, report):
             if path.rstrip("/").startswith("/dev/infiniband"):
                 report(f"pod spec at {where} mounts hostPath {path} (volume "
                        f"{vol.get('name')}): request vpc.amazonaws.com/efa instead.")
-
-
-@resource_rule(
-    name="k8s-no-privileged-containers",
-    description="Containers the stack defines do not run privileged.",
-    family="kubernetes", types=(), level=ADVISORY, severity=Severity.MEDIUM,
-    refs=Refs(cis=("4.2.1",)),
-    remediation="Drop privileged; add only the capabilities needed (EFA needs IPC_LOCK at "
-                "most).")
-def k8s_no_privileged_containers(args, cfg, report):
-    if not is_k8s_object(args.resource_type):
-        return
-    for where, spec in pod_specs(plain(args.props)):
-        for c in list(spec.get("containers") or []) + list(spec.get("initContainers") or []):
-            if isinstance(c, dict) and truthy((c.get("securityContext") or {}).get("privileged")):
-                report(f"container {c.get('name')} at {where} is privileged: drop privileged "
-                       "and add only the capabilities it needs.")

@@ -13,11 +13,13 @@ from .common import (
     Refs,
     Stack,
     all_ports,
+    as_int,
     get,
     is_open_cidr,
     items,
     ports_cover,
     resource_rule,
+    schema,
     short,
     stack_rule,
     tags_of,
@@ -179,3 +181,57 @@ def security_group_descriptions(args, cfg, report):
             for i, rule in enumerate(items(get(p, key))):
                 if not str(get(rule, "description", "")).strip():
                     report(f"{key}[{i}] has no description: describe what the rule allows.")
+
+
+@resource_rule(
+    name="no-public-ingress-beyond-allow-list",
+    description="No security group ingress (inline `ingress`, SecurityGroupRule, "
+                "vpc.SecurityGroupIngressRule) is open to 0.0.0.0/0 or ::/0 on any port outside "
+                "the environment's allow-list.",
+    family="network", types=INGRESS_TYPES, level=MANDATORY, severity=Severity.HIGH,
+    refs=Refs(checkov=("CKV_AWS_260", "CKV_AWS_24", "CKV_AWS_25", "CKV_AWS_277"),
+              trivy=("AWS-0107",), cis=("5.4.3",)),
+    config=schema(allowedPublicPorts={
+        "type": "array", "items": {"type": "integer", "minimum": 0, "maximum": 65535},
+        "default": [],
+        "description": "TCP/UDP ports that may be open to the internet (e.g. 443 on a public "
+                       "load balancer's group). Empty: nothing is."}),
+    remediation="Restrict the source to a VPC CIDR, a prefix list or a security group (nodes, "
+                "the load balancer), or list the port in "
+                "no-public-ingress-beyond-allow-list.allowedPublicPorts for this environment.")
+def no_public_ingress_beyond_allow_list(args, cfg, report):
+    allowed = {int(p) for p in cfg["allowedPublicPorts"]}
+    for rule in ingress_rules(args):
+        open_cidrs = [c for c in rule.cidrs if is_open_cidr(c)]
+        if not open_cidrs:
+            continue
+        lo, hi = as_int(rule.from_port), as_int(rule.to_port)
+        proto = str(rule.protocol).lower() if rule.protocol is not None else "-1"
+        if proto in ("-1", "all") or lo in (None, -1):
+            lo, hi = 0, 65535
+        hi = lo if hi is None else hi
+        if proto in ("icmp", "1", "icmpv6", "58"):
+            report(f"ingress{rule.where} allows ICMP from {open_cidrs[0]}: restrict the "
+                   "source.")
+            continue
+        if all(p in allowed for p in range(lo, hi + 1)):
+            continue
+        ports = f"port {lo}" if lo == hi else f"ports {lo}-{hi}"
+        report(f"ingress{rule.where} opens {ports} ({proto}) to {open_cidrs[0]}, outside this "
+               f"environment's allowed public ports ({', '.join(map(str, sorted(allowed))) or 'none'}"
+               "): restrict the source to a CIDR, prefix list or security group.")
+
+
+@resource_rule(
+    name="flow-log-all-traffic",
+    description="Flow logs capture ALL traffic, not only ACCEPT or only REJECT.",
+    family="network", types=(FLOW_LOG,), level=MANDATORY, severity=Severity.MEDIUM,
+    refs=Refs(checkov=("CKV2_AWS_11",), trivy=("AWS-0178",),
+              other=("aws-docs:flow-logs-records",)),
+    remediation="Set traffic_type='ALL' on the aws.ec2.FlowLog: rejected connections show "
+                "scans and blocked exfiltration, accepted ones show what got through.")
+def flow_log_all_traffic(args, cfg, report):
+    traffic = str(get(args.props, "trafficType", "") or "").upper()
+    if traffic != "ALL":
+        report(f"flow log traffic_type is {traffic or 'unset'}: set traffic_type='ALL' so both "
+               "accepted and rejected traffic is recorded.")

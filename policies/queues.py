@@ -125,6 +125,10 @@ class Pool:
     provisioner: str
 
 
+PURPOSE_LABEL = "trainyard.io/purpose"
+"""Set on the nodes of serving (`inference`) pools: Kueue does not queue for them."""
+
+
 def gpu_pools(stack: Stack) -> dict[str, Pool]:
     """Pool label -> the GPU pool (managed node groups and Karpenter NodePools)."""
     out: dict[str, Pool] = {}
@@ -136,8 +140,8 @@ def gpu_pools(stack: Stack) -> dict[str, Pool]:
         types = node_group_types(ng.props, lt.props if lt is not None else None)
         specs = [s for s in (facts.lookup(t) for t in types) if s is not None]
         vendor = next((s.vendor for s in specs if s.vendor), None)
-        if not vendor:
-            continue
+        if not vendor or labels.get(PURPOSE_LABEL, "training") != "training":
+            continue  # no accelerators, or a serving pool (not queued)
         per_node = max(s.gpus for s in specs)
         max_size = int(get(ng.props, "scalingConfig.maxSize", 0) or 0)
         out[name] = Pool(name, GPU_RESOURCES[vendor], per_node * max_size,
@@ -150,7 +154,7 @@ def gpu_pools(stack: Stack) -> dict[str, Pool]:
         resource = next((r for r in GPU_RESOURCES.values() if r in limits), None)
         if resource is None and labels.get(ACCELERATOR_LABEL) in GPU_RESOURCES:
             resource = GPU_RESOURCES[labels[ACCELERATOR_LABEL]]
-        if not name or resource is None:
+        if not name or resource is None or labels.get(PURPOSE_LABEL, "training") != "training":
             continue
         limit = quantity(limits.get(resource))
         out[str(name)] = Pool(str(name), resource, int(limit) if limit is not None else None,

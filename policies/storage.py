@@ -325,14 +325,23 @@ def efs_encrypted(args, cfg, report):
 
 @resource_rule(
     name="efs-access-point-posix",
-    description="EFS access points enforce a POSIX user and a non-root directory.",
+    description="EFS access points enforce a non-root POSIX user (uid and gid not 0) and a "
+                "non-root directory not owned by root.",
     family="storage", types=(EFS_AP,), level=MANDATORY, severity=Severity.MEDIUM,
     refs=Refs(checkov=("CKV_AWS_329", "CKV_AWS_330")),
     remediation="Set posix_user={uid, gid} and root_directory={path: '/<team>', creation_info: "
                 "{owner_uid, owner_gid, permissions}}.")
 def efs_access_point_posix(args, cfg, report):
-    if get(args.props, "posixUser.uid") is None or get(args.props, "posixUser.gid") is None:
+    uid, gid = as_int(get(args.props, "posixUser.uid")), as_int(get(args.props, "posixUser.gid"))
+    if uid is None or gid is None:
         report("access point does not enforce a POSIX user: set posix_user uid and gid.")
+    elif uid == 0 or gid == 0:
+        report(f"access point runs every client as uid {uid} gid {gid} (root): set posix_user to "
+               "a non-root uid and gid (e.g. 1000/1000).")
+    owner = get(args.props, "rootDirectory.creationInfo")
+    if owner and (as_int(get(owner, "ownerUid")) == 0 or as_int(get(owner, "ownerGid")) == 0):
+        report("access point creates its root directory owned by root: set creation_info "
+               "owner_uid and owner_gid to the posix_user's ids.")
     path = get(args.props, "rootDirectory.path")
     if not path or str(path).rstrip("/") == "":
         report("access point exposes the file system root: set root_directory.path to a "
@@ -359,16 +368,35 @@ def efs_backup(stack: Stack, cfg, report):
                    "aws.efs.BackupPolicy with status ENABLED.", (mine[0] if mine else fs).urn)
 
 
+FSX_OTHER = ("aws:fsx/openZfsFileSystem:OpenZfsFileSystem", "aws:fsx/ontapFileSystem:OntapFileSystem",
+             "aws:fsx/windowsFileSystem:WindowsFileSystem")
+
+
 @resource_rule(
     name="fsx-lustre-cmk",
-    description="Persistent FSx for Lustre file systems encrypt with a customer-managed key.",
-    family="storage", types=(FSX_LUSTRE,), level=ADVISORY, severity=Severity.LOW,
-    refs=Refs(other=("aws-docs:fsx-lustre-encryption",)),
-    remediation="Set kms_key_id=<KMS key arn> (PERSISTENT deployments only).")
+    description="FSx file systems (Lustre, OpenZFS, ONTAP, Windows) encrypt with a "
+                "customer-managed KMS key; SCRATCH Lustre (which cannot take one) only where the "
+                "environment allows it.",
+    family="storage", types=(FSX_LUSTRE,) + FSX_OTHER, level=MANDATORY, severity=Severity.HIGH,
+    refs=Refs(checkov=("CKV_AWS_190", "CKV_AWS_203", "CKV_AWS_178", "CKV_AWS_179"),
+              other=("aws-docs:fsx-lustre-encryption",)),
+    config=schema(allowScratch={
+        "type": "boolean", "default": False,
+        "description": "Allow SCRATCH Lustre deployments, which FSx encrypts with an "
+                       "AWS-managed key only."}),
+    remediation="Set kms_key_id=<customer-managed KMS key arn> (PERSISTENT_1/PERSISTENT_2 "
+                "Lustre and the other FSx types); for SCRATCH, move to PERSISTENT_2 or allow "
+                "scratch for this environment in policies/config/<env>.json.")
 def fsx_lustre_cmk(args, cfg, report):
-    deployment = str(get(args.props, "deploymentType", ""))
-    if deployment.startswith("PERSISTENT") and not get(args.props, "kmsKeyId"):
-        report(f"{deployment} file system uses the AWS-managed key: set kms_key_id to a "
+    deployment = str(get(args.props, "deploymentType", "") or "")
+    if args.resource_type == FSX_LUSTRE and not deployment.startswith("PERSISTENT"):
+        if not cfg["allowScratch"]:
+            report(f"{deployment or 'SCRATCH_1 (default)'} Lustre cannot use a customer-managed "
+                   "key: use PERSISTENT_2 with kms_key_id, or set allowScratch for this "
+                   "environment.")
+        return
+    if not get(args.props, "kmsKeyId"):
+        report(f"{deployment or 'file system'} uses the AWS-managed key: set kms_key_id to a "
                "customer-managed key.")
 
 

@@ -69,7 +69,7 @@ def provider_default_tags(provider) -> dict:
     description="Every taggable AWS resource carries the required tags (environment, owner, "
                 "cost-center), directly or through the provider's default tags.",
     family="tagging-cost", types=(), level=MANDATORY, severity=Severity.LOW,
-    refs=Refs(other=("aws-tagging-best-practices", "pulumi-awsguard:required-tags")),
+    refs=Refs(other=("aws-tagging-best-practices", "aws-config:required-tags")),
     config=schema(requiredTags={
         "type": "array", "items": {"type": "string"},
         "default": ["environment", "owner", "cost-center"],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import functools
 
@@ -121,3 +122,15 @@ def storage_unit_plan(stack: str = "prod", teams: tuple = ("research", "applied"
             cluster=attachment, tags=cfg.tags))
 
     return synthesize_program(program, stack=f"unit-{stack}")
+
+
+@pytest.fixture(autouse=True)
+def _an_event_loop():
+    """Pulumi's mock runtime asks for the thread's event loop. A test that ran asyncio.run()
+    (the serving bench, the local model servers) leaves the main thread with none set, so the
+    next test in the same worker would fail with "There is no current event loop"."""
+    try:
+        asyncio.get_event_loop_policy().get_event_loop()
+    except RuntimeError:
+        asyncio.set_event_loop(asyncio.new_event_loop())
+    yield

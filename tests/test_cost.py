@@ -389,6 +389,6 @@ def test_karpenter_pool_with_an_unreadable_volume_size_exits_2(tmp_path, capsys)
 def test_prod_plan_costs_its_karpenter_pools(plan_for):
     pools = {p["pool"]: p for p in estimate(plan_for("prod"), CAT)["pools"]}
     assert {n for n, p in pools.items() if p["provisioner"] == "karpenter"} == \
-        {"a100", "g-spot", "eval-spot"}
+        {"a100", "g-spot", "eval-spot", "inference"}
     assert pools["a100"]["sizes"] == {"min": 0, "desired": 0, "max": 16}
     assert pools["h100"]["provisioner"] == "managed"

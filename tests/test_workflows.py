@@ -149,3 +149,32 @@ def test_dependabot_keeps_action_pins_current():
     assert proc.returncode == 0, proc.stdout + proc.stderr
     ecosystems = {u["package-ecosystem"] for u in _load(path)["updates"]}
     assert "github-actions" in ecosystems
+
+
+TRIVY_V0_35_0 = "aquasecurity/trivy-action@57a97c7e7821a5776cebc9bb87c984fa69cba8f1"
+"""trivy-action v0.35.0: the one release the March 2026 tag rewrite left intact (published as an
+immutable release); the SHA as cited by several independent pinning PRs (e.g. github/gh-aw#22003,
+n8n-io/n8n-hosting#95), not checked against the repository itself (no network here)."""
+
+
+def test_pr_workflow_scans_the_training_image_with_trivy():
+    doc = _load(WORKFLOWS / "pr.yml")
+    job = doc["jobs"]["image-scan"]
+    assert job["permissions"] == {"contents": "read", "id-token": "write"}
+    assert "head.repo.full_name == github.repository" in job["if"]  # no AWS role for forks
+    steps = job["steps"]
+    builds = [i for i, st in enumerate(steps) if "docker build" in st.get("run", "")]
+    scans = [i for i, st in enumerate(steps) if st.get("uses", "").startswith(
+        "aquasecurity/trivy-action@")]
+    assert len(builds) == 1 and len(scans) == 1 and builds[0] < scans[0]
+    # the training stage (the last stage is the notebook image)
+    assert "-f workloads/Dockerfile --target train -t trainyard-train:pr" in steps[builds[0]]["run"]
+    trivy = steps[scans[0]]
+    assert trivy["uses"] == TRIVY_V0_35_0
+    w = trivy["with"]
+    assert w["image-ref"] == "trainyard-train:pr"
+    assert (w["severity"], w["ignore-unfixed"], str(w["exit-code"])) == ("CRITICAL", True, "1")
+    # the DLC base image's registry is the one the job logs in to
+    dockerfile = (ROOT / "workloads" / "Dockerfile").read_text()
+    registry = re.search(r"ARG BASE_IMAGE=([^/\s]+)/", dockerfile).group(1)
+    assert any(registry in st.get("run", "") for st in steps[:builds[0]])

@@ -15,7 +15,7 @@ from typing import Optional
 from trainyard import __version__, project
 from trainyard.errors import UsageError
 
-COMMANDS = ("plan", "check", "cost", "review", "job", "preflight")
+COMMANDS = ("plan", "check", "cost", "review", "job", "preflight", "serve", "hpo")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -34,13 +34,14 @@ each pool's own capacity type; `totals` has min/desired/max; `pools`, `fixed`, `
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from trainyard import outfile
+from trainyard import cost_actual, cost_serving, outfile
 
 # The parts live beside this module; their public names are re-exported here.
 from trainyard.cost_plan import (
@@ -163,8 +164,9 @@ def _pool(r: dict, lts: dict, catalog, spot: SpotPrice, prices: list, warnings: 
 
 
 def _nodepool(r: dict, classes: dict, catalog, spot: SpotPrice, prices: list,
-              warnings: list) -> dict:
-    """A Karpenter NodePool: no standing nodes (min and desired 0), max from its limits,
+              warnings: list, serving: Optional[dict] = None) -> dict:
+    """A Karpenter NodePool: no standing nodes of its own (min and desired 0) but those the
+    served models' replicas.min keep up (trainyard/cost_serving.py), max from its limits,
     root volumes from its EC2NodeClass (trainyard/plan.py reads the same facts)."""
     pool = karpenter_pool(r, classes, {})
     what = f"NodePool {pool.label}"
@@ -179,7 +181,10 @@ def _nodepool(r: dict, classes: dict, catalog, spot: SpotPrice, prices: list,
     if not volumes:
         warnings.append(f"{what}: its EC2NodeClass gives no root volume size; its EBS is not "
                         "counted")
-    sizes = {"min": 0, "desired": 0, "max": pool.max_size}
+    standing = cost_serving.standing_nodes(serving or {"resources": []},
+                                           {pool.label: max(s.gpus for s in specs)})
+    floor = min(standing.get(pool.label, 0), pool.max_size)
+    sizes = {"min": floor, "desired": floor, "max": pool.max_size}
     return _priced(r, pool.label, list(pool.instance_types), specs, pool.capacity_type, None,
                    sizes, volumes, "karpenter", catalog, spot, prices, warnings)
 
@@ -323,10 +328,12 @@ def estimate(plan: dict, catalog=None, spot: Optional[SpotPrice] = None,
              if r["type"] == NODE_GROUP]
     classes = {(_inputs(r).get("metadata") or {}).get("name"): r for r in plan["resources"]
                if r["type"] == NODE_CLASS}
-    pools += [_nodepool(r, classes, catalog, spot, prices, warnings) for r in plan["resources"]
-              if r["type"] == NODE_POOL]
+    pools += [_nodepool(r, classes, catalog, spot, prices, warnings, plan)
+              for r in plan["resources"] if r["type"] == NODE_POOL]
     fixed = _fixed(plan, catalog, efs_gib, warnings)
     hpm = catalog.services["hours_per_month"]
+    notebooks = _notebooks(plan, pools, hpm, warnings)
+    serving = cost_serving.serving_costs(plan, pools, hpm)
     fixed_hourly = sum(f["hourly"] for f in fixed)
 
     totals, blended = {}, {}
@@ -374,7 +381,8 @@ def estimate(plan: dict, catalog=None, spot: Optional[SpotPrice] = None,
         f"spot: on-demand minus {catalog.services['spot_discount_assumption']:.0%} unless "
         "--live-spot (documented assumption; real spot prices move hourly)",
         "diversified pools are priced at the mean of their instance types",
-        "Karpenter pools (NodePools) keep no standing nodes: min and desired 0, max the most "
+        "Karpenter pools (NodePools) keep no standing nodes of their own: min and desired are "
+        "the nodes served models' replicas.min hold (0 where nothing is served), max the most "
         "nodes their limits allow; their root volumes from their EC2NodeClass",
         "Capacity Block and ODCR pools at the on-demand list price (a block's price is set at "
         "purchase; an ODCR bills on-demand rates whether used or not) and never as Spot",
@@ -396,7 +404,47 @@ def estimate(plan: dict, catalog=None, spot: Optional[SpotPrice] = None,
         "fixed_hourly": _round(fixed_hourly), "fixed_monthly": _round(fixed_hourly * hpm, 2),
         "totals": totals, "monthly_total": totals["desired"]["monthly"],
         "blended_usd_per_gpu_hour": blended, "prices": unique, "assumptions": assumptions,
+        "notebooks": notebooks, "serving": serving,
     }
+
+
+def _notebooks(plan: dict, pools: list[dict], hpm: float, warnings: list) -> Optional[dict]:
+    """GPU notebooks at the hub's most servers (active_server_limit), each on its profile's
+    pool at that pool's $/GPU-hour: the ceiling if every allowed server were a GPU one all
+    month. The GPUs come out of the pool's own max (already in its row), so this is not added
+    to the totals; a ceiling above the pool's max means notebooks would queue."""
+    from components.services.notebooks import RELEASE, profiles_from_values
+
+    release = next((r for r in plan["resources"] if r["type"] == HELM_RELEASE
+                    and _inputs(r).get("name") == RELEASE), None)
+    if release is None:
+        return None
+    values = _inputs(release).get("values") or {}
+    limit = ((values.get("hub") or {}).get("config") or {}).get("JupyterHub", {}) \
+        .get("active_server_limit")
+    by_pool = {p["pool"]: p for p in pools}
+    best: Optional[dict] = None
+    for prof in profiles_from_values(values):
+        o = prof.get("kubespawner_override") or {}
+        gpus = sum(int(v) for k, v in (o.get("extra_resource_limits") or {}).items()
+                   if k.endswith("/gpu"))
+        pool = by_pool.get((o.get("node_selector") or {}).get("trainyard.io/pool"))
+        if not gpus or pool is None or not pool["usd_per_gpu_hour"]:
+            continue
+        rate = gpus * pool["usd_per_gpu_hour"]["effective"]
+        if best is None or rate > best["usd_per_server_hour"]:
+            best = {"profile": prof.get("slug"), "pool": pool["pool"], "gpus_per_server": gpus,
+                    "usd_per_server_hour": rate, "pool_max_gpus": pool["gpus"]["max"]}
+    if best is None or not isinstance(limit, int):
+        return None
+    gpus = limit * best["gpus_per_server"]
+    hourly = limit * best["usd_per_server_hour"]
+    if gpus > best["pool_max_gpus"]:
+        warnings.append(f"notebooks: {limit} GPU servers need {gpus} GPUs but pool "
+                        f"{best['pool']} has at most {best['pool_max_gpus']}; the rest would "
+                        "wait in the team's queue")
+    return {**best, "max_servers": limit, "gpus_at_max": gpus,
+            "hourly_at_max": _round(hourly), "monthly_at_max": _round(hourly * hpm, 2)}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -416,6 +464,19 @@ def add_parser(subparsers) -> None:
     p.add_argument("--live-spot", action="store_true",
                    help="use EC2 spot price history instead of the documented discount "
                         "(needs AWS credentials)")
+    actual = p.add_argument_group(
+        "actual spend", "with --actual: what the stack really cost, from AWS Cost Explorer "
+                        "(needs credentials with ce:GetCostAndUsage), beside the estimate for "
+                        "the same period (trainyard/cost_actual.py)")
+    actual.add_argument("--actual", action="store_true",
+                        help="report actual spend per pool (and per team with --prometheus)")
+    actual.add_argument("--since", metavar="DATE", help="first day, YYYY-MM-DD (inclusive)")
+    actual.add_argument("--until", metavar="DATE",
+                        help="last day, YYYY-MM-DD (exclusive; default today)")
+    actual.add_argument("--prometheus", metavar="URL",
+                        help="the platform's Prometheus (e.g. a port-forward): split each "
+                             "pool's spend between teams by the GPU-hours they held")
+    actual.add_argument("--profile", metavar="NAME", help="AWS profile for Cost Explorer")
     p.set_defaults(func=run)
 
 
@@ -425,12 +486,45 @@ def run(args) -> int:
 
     if args.efs_gib < 0:
         raise UsageError(f"--efs-gib must be >= 0, got {args.efs_gib:g}")
+    if not args.actual and (args.since or args.until or args.prometheus or args.profile):
+        raise UsageError("--since, --until, --prometheus and --profile need --actual")
+    today = dt.datetime.now(dt.UTC).date()
+    period = cost_actual.parse_period(args.since, args.until, today) if args.actual else None
+    if args.prometheus:
+        cost_actual.check_prometheus_url(args.prometheus)
     outfile.check_writable(args.json)  # before synthesizing
     plan = load_plan_for(args)
     catalog = load_catalog()
     spot = live_spot(_region(plan) or catalog.reference_region) if args.live_spot else None
     est = estimate(plan, catalog, spot, args.efs_gib)
+    if period is not None:
+        return _run_actual(args, plan, est, period)
     sys.stdout.write(render(est))
     if args.json is not None:
         outfile.write(args.json, json.dumps(est, indent=2) + "\n")
+    return 0
+
+
+def _run_actual(args, plan: dict, est: dict, period, ce=None, query=None) -> int:
+    """Everything is fetched and computed first, then printed: an error prints nothing else."""
+    start, end = period
+    stack = plan.get("stack") or ""
+    ce = ce or cost_actual.ce_client(args.profile)
+    data = cost_actual.fetch(ce, stack, start, end)
+    warnings = list(est["warnings"])
+    for tag in cost_actual.inactive_tags(ce):
+        warnings.append(f"cost-allocation tag {tag} is not active in billing: its spend shows "
+                        "under (shared); activate it (Billing > Cost allocation tags, or "
+                        "`aws ce update-cost-allocation-tags-status`)")
+    teams = None
+    if args.prometheus:
+        at = dt.datetime.combine(end, dt.time(), dt.UTC)
+        query = query or cost_actual.prometheus_query(args.prometheus, at)
+        teams = cost_actual.team_gpu_hours(query, (end - start).days * 24.0)
+    report = cost_actual.compare(data, est, start, end, teams)
+    report["warnings"] = warnings
+    text = cost_actual.render(report, warnings)
+    sys.stdout.write(text)
+    if args.json is not None:
+        outfile.write(args.json, json.dumps(report, indent=2) + "\n")
     return 0

@@ -79,6 +79,34 @@ def render(est: dict) -> str:
                                          for s in SIZES)))
     lines += text_table(rows, indent="  ", right=(1, 2, 3))
 
+    nb = est.get("notebooks")
+    if nb:
+        lines += ["", f"Notebooks (GPU hours at the hub's {nb['max_servers']} servers, all on "
+                      f"the most expensive GPU profile; inside pool {nb['pool']}'s max, so not "
+                      "added to the totals):",
+                  f"  {nb['max_servers']} x {nb['gpus_per_server']} GPU on {nb['pool']}: "
+                  f"{nb['gpus_at_max']} GPUs, {_money(nb['hourly_at_max'])}/hour, "
+                  f"{_money(nb['monthly_at_max'])}/month if none were ever culled"]
+
+    sv = est.get("serving")
+    if sv:
+        lines += ["", "Served models (their replicas' nodes at replicas.min / replicas.max, "
+                      "$/hour at the pool's own capacity type; inside the pools' rows above, "
+                      "where replicas.min is the Karpenter pool's min):"]
+        rows = [("model", "pool", "variants", "replicas", "GPUs", "nodes", "$/hour min",
+                 "$/hour max", "$/month min", "$/month max")]
+        for m in sv["models"]:
+            rows.append((m["model"], m["pool"] or "-", ", ".join(m["variants"]),
+                         f"{m['replicas']['min']}-{m['replicas']['max']}",
+                         f"{m['gpus']['min']}-{m['gpus']['max']}",
+                         f"{m['nodes']['min']}-{m['nodes']['max']}",
+                         _money(m["hourly"]["min"]), _money(m["hourly"]["max"]),
+                         _money(m["monthly"]["min"]), _money(m["monthly"]["max"])))
+        rows.append(("all models", "", "", "", "", "", _money(sv["hourly"]["min"]),
+                     _money(sv["hourly"]["max"]), _money(sv["monthly"]["min"]),
+                     _money(sv["monthly"]["max"])))
+        lines += text_table(rows, indent="  ", right=(3, 4, 5, 6, 7, 8, 9))
+
     lines += ["", "Prices used (date, source):"]
     for p in est["prices"]:
         lines.append(f"  {p['item']}: ${p['usd']:g}/{p['unit']}  {p['date']}  {p['source']}")

@@ -48,10 +48,13 @@ from trainyard.errors import UsageError
 # The packaged workloads
 # ----------------------------------------------------------------------------------------------
 WORKLOADS: dict[str, trainjob.Workload] = {
+    # Shards from S3 are cached on the node's NVMe (the runtime's node-cache emptyDir); the
+    # held-out split is evaluated every 500 steps and at the end.
     "llm": trainjob.Workload(
         name="llm", module="workloads.llm.train",
-        description="GPT pretraining with FSDP2 (workloads/llm)",
-        defaults={"preset": "125m", "max_steps": 1000, "checkpoint_every": 100, "seed": 0},
+        description="Llama-style pretraining with FSDP2/HSDP (workloads/llm)",
+        defaults={"preset": "125m", "max_steps": 1000, "checkpoint_every": 100, "seed": 0,
+                  "eval_every": 500, "cache_dir": f"{trainjob.NODE_CACHE_MOUNT}/data"},
         config_module="workloads.llm.config"),
     # Synthetic images unless the job passes --data (a throughput/smoke run out of the box);
     # a ResNet-50 checkpoint is ~0.2 GB and 500 steps take about a minute on A100-class GPUs.
@@ -128,6 +131,13 @@ def add_parser(sub) -> None:
     w.add_argument("--checkpoint-every", type=int, metavar="K")
     w.add_argument("--seed", type=int)
     w.add_argument("--data", help="shard dir or s3://bucket/prefix (default: the workload's)")
+    w.add_argument("--eval-every", type=int, metavar="N",
+                   help="llm: held-out evaluation every N steps and at the end (default 500)")
+    w.add_argument("--eval-batches", type=int, metavar="N",
+                   help="llm: micro-batches per GPU per evaluation (0: none; default 20)")
+    w.add_argument("--tensorboard-dir", metavar="DIR",
+                   help="llm: TensorBoard event files, s3://bucket/prefix (uploaded at each "
+                        "evaluation and checkpoint) or a path under a shared mount")
     r.add_argument("--priority", choices=list(PRIORITY_CLASSES), default=DEFAULT_PRIORITY,
                    help="Kueue WorkloadPriorityClass: who waits and who is preempted when the "
                         f"GPUs are short (default {DEFAULT_PRIORITY})")
@@ -247,16 +257,20 @@ def default_checkpoint_dir(outputs: dict[str, Any], namespace: str, name: str,
     return f"s3://{bucket}/{'/'.join(parts)}/"
 
 
-def check_checkpoint_dir(value: str, claims: dict[str, str]) -> str:
+def check_checkpoint_dir(value: str, claims: dict[str, str],
+                         flag: str = "--checkpoint-dir") -> str:
     if value.startswith("s3://"):
         if len(value) <= len("s3://") or value[len("s3://")] == "/":
-            raise UsageError(f"--checkpoint-dir {value}: no bucket in the s3:// URL")
+            raise UsageError(f"{flag} {value}: no bucket in the s3:// URL")
         return value
     mounts = sorted(claims.values())
     if not value.startswith("/") or not any(value == m or value.startswith(m + "/")
                                             for m in mounts):
         where = ", ".join(mounts) or "none: the stack has no EFS or FSx"
-        raise UsageError(f"--checkpoint-dir {value}: every node must see the same checkpoints; "
+        raise UsageError(f"{flag} {value}: a pod's own disk goes with the pod; use s3://... "
+                         f"or a path under a shared mount ({where})"
+                         if flag != "--checkpoint-dir" else
+                         f"{flag} {value}: every node must see the same checkpoints; "
                          f"use s3://... or a path under a shared mount ({where})")
     return value
 
@@ -273,6 +287,9 @@ def build_request(args, config, outputs: Optional[dict[str, Any]] = None) -> tra
     if args.pool not in pools:
         raise UsageError(f"--pool {args.pool}: unknown pool in stack {config.stack!r} "
                          f"(known: {', '.join(pools) or 'none'})")
+    if pools[args.pool].purpose != "training":
+        raise UsageError(f"--pool {args.pool}: an {pools[args.pool].purpose} pool (it serves "
+                         "models and has no training runtime); pick a training pool")
     facts = trainjob.pool_facts(pools[args.pool])
     if not trainjob.supports_runtime(facts):
         raise UsageError(f"--pool {args.pool}: a {facts.vendor} pool; trainyard has torch "
@@ -359,6 +376,18 @@ def build_request(args, config, outputs: Optional[dict[str, Any]] = None) -> tra
             workload_args[flag] = value
     if args.data:
         workload_args["data"] = args.data
+    for flag in EVAL_FIELDS:
+        value = getattr(args, flag, None)
+        if value is None:
+            continue
+        if flag not in _config_fields(wl):
+            raise UsageError(f"--{flag.replace('_', '-')} {value}: workload {wl.name} has no "
+                             "such setting")
+        if flag != "tensorboard_dir" and value < 0:
+            raise UsageError(f"--{flag.replace('_', '-')} {value}: must be >= 0")
+        if flag == "tensorboard_dir":
+            value = check_checkpoint_dir(value, claims, "--tensorboard-dir")
+        workload_args[flag] = value
 
     req = trainjob.JobRequest(
         name=name, namespace=team.name, workload=wl, pool=facts, nodes=args.nodes,
@@ -375,16 +404,21 @@ def build_request(args, config, outputs: Optional[dict[str, Any]] = None) -> tra
 # ----------------------------------------------------------------------------------------------
 # Will it fit the pool's GPUs? (the trainer's own estimate, before Kueue admits the job)
 # ----------------------------------------------------------------------------------------------
+EVAL_FIELDS = ("eval_every", "eval_batches", "tensorboard_dir")
+"""llm's evaluation and TensorBoard flags, passed through when given."""
 BATCH_FIELDS = ("micro_batch_size", "batch_size")
 """Per-GPU batch flags: llm's --micro-batch-size, vision's --batch-size."""
 GIB = 2**30
 
 
-def batch_field(wl: trainjob.Workload) -> str:
+def _config_fields(wl: trainjob.Workload) -> set[str]:
     import importlib
 
-    fields = importlib.import_module(wl.config_module).FIELDS
-    return next(f for f in BATCH_FIELDS if f in fields)
+    return importlib.import_module(wl.config_module).FIELDS
+
+
+def batch_field(wl: trainjob.Workload) -> str:
+    return next(f for f in BATCH_FIELDS if f in _config_fields(wl))
 
 
 def workload_config(req: trainjob.JobRequest, **over):
@@ -398,8 +432,18 @@ def workload_config(req: trainjob.JobRequest, **over):
     return module.TrainConfig(**{**keep, **over})
 
 
-def _gib_per_gpu(cfg, world: int) -> Optional[float]:
-    estimate = cfg.memory_estimate(world, True)
+def _estimate(cfg, world: int, local: int):
+    """The workload's estimate for `world` ranks, `local` per node (HSDP shards over a node:
+    the LLM config takes the node's share; others shard over every rank or not at all)."""
+    import inspect
+
+    if "local_world_size" in inspect.signature(cfg.memory_estimate).parameters:
+        return cfg.memory_estimate(world, True, local_world_size=local)
+    return cfg.memory_estimate(world, True)
+
+
+def _gib_per_gpu(cfg, world: int, local: Optional[int] = None) -> Optional[float]:
+    estimate = _estimate(cfg, world, local or world)
     return None if estimate is None else estimate.total / GIB
 
 
@@ -411,27 +455,30 @@ def check_gpu_memory(req: trainjob.JobRequest) -> None:
     compares it with the GPU's free memory, which is a little below the catalog's size: a job
     that passes here may still be refused there, one refused here would be refused there."""
     have = req.pool.gpu_memory_gib
-    world = req.nodes * req.gpus_per_node
+    world, local = req.nodes * req.gpus_per_node, req.gpus_per_node
     cfg = workload_config(req)
-    need = _gib_per_gpu(cfg, world) if have else None
+    need = _gib_per_gpu(cfg, world, local) if have else None
     if need is None or need <= have:
         return
     field = batch_field(req.workload)
     batch = getattr(cfg, "batch_size" if field == "micro_batch_size" else "batch")  # resolved
     fixes = []
     smaller = batch // 2
-    while smaller >= 1 and _gib_per_gpu(workload_config(req, **{field: smaller}), world) > have:
+    while smaller >= 1 and \
+            _gib_per_gpu(workload_config(req, **{field: smaller}), world, local) > have:
         smaller //= 2
     if smaller >= 1:
         fixes.append(f"--{field.replace('_', '-')} {smaller}")
     presets = workload_presets(req.workload)  # PRESETS are in size order, smallest first
     fits = [p for p in presets[:presets.index(cfg.preset)]
-            if _gib_per_gpu(workload_config(req, preset=p, **{field: None}), world) <= have]
+            if _gib_per_gpu(workload_config(req, preset=p, **{field: None}), world, local) <= have]
     if fits:
         fixes.append(f"--preset {fits[-1]}")
-    estimate = cfg.memory_estimate(world, True)
+    estimate = _estimate(cfg, world, local)
     sharded = world > 1 and estimate.total < cfg.memory_estimate(1, True).total  # FSDP, not DDP
-    ranks = f"sharded over {world} GPUs" if sharded else f"{world} GPU{'s' if world > 1 else ''}"
+    hsdp = sharded and req.nodes > 1 and estimate.total > _estimate(cfg, world, world).total
+    ranks = (f"sharded over each node's {local} GPUs (HSDP)" if hsdp else
+             f"sharded over {world} GPUs" if sharded else f"{world} GPU{'s' if world > 1 else ''}")
     raise UsageError(
         f"--preset {cfg.preset}: needs about {need:.1f} GiB per GPU ({estimate.describe()}; "
         f"--{field.replace('_', '-')} {batch}, {ranks}) but pool {req.pool.name!r} "
@@ -454,10 +501,12 @@ def budget_warning(req: trainjob.JobRequest) -> Optional[str]:
     step_s = trainjob.step_seconds(flops, req.pool.peak_tflops)
     save_s = trainjob.save_seconds(nbytes)
     budget = trainjob.BUDGET
-    if budget.fits(step_s, save_s):
+    # The trainer acts on SIGTERM at the end of the step after the one it arrived in (its
+    # ranks agree on stopping without a GPU sync): up to two steps, then the save.
+    if budget.fits(2 * step_s, save_s):
         return None
-    return (f"warning: --preset {preset} on Spot pool {req.pool.name!r}: finishing a step "
-            f"(~{step_s:.0f}s) and saving {nbytes / 1e9:.1f} GB per node (~{save_s:.0f}s) "
+    return (f"warning: --preset {preset} on Spot pool {req.pool.name!r}: finishing up to two "
+            f"steps (~{2 * step_s:.0f}s) and saving {nbytes / 1e9:.1f} GB per node (~{save_s:.0f}s) "
             f"may not fit the {budget.shutdown_timeout_s}s torchrun waits after SIGTERM; an "
             "interruption then costs up to --checkpoint-every steps (use more nodes or a "
             "reserved pool)")
@@ -477,10 +526,22 @@ class SubmitError(Exception):
 
 
 def connect(kubeconfig: Optional[str], context: Optional[str]):
-    """A CustomObjectsApi from the kubeconfig; UsageError when there is none usable."""
+    """A CustomObjectsApi from the kubeconfig; inside a pod with no kubeconfig (a notebook), the
+    pod's service account (in-cluster configuration); UsageError when neither is usable."""
+    import os
+
     from kubernetes import client
     from kubernetes import config as kube_config
 
+    default = os.path.expanduser(os.environ.get("KUBECONFIG", "~/.kube/config"))
+    if kubeconfig is None and context is None and not os.path.exists(default) \
+            and os.environ.get("KUBERNETES_SERVICE_HOST"):
+        try:
+            kube_config.load_incluster_config()
+        except kube_config.ConfigException as e:
+            raise UsageError(f"--submit: no kubeconfig and no usable in-cluster service "
+                             f"account: {e}") from None
+        return client.CustomObjectsApi()
     try:
         api_client = kube_config.new_client_from_config(config_file=kubeconfig, context=context)
     except Exception as e:  # ConfigException, FileNotFoundError, bad YAML, unknown context

@@ -243,7 +243,30 @@ def run_checks(cfg: StackConfig, session: Any, catalog: Optional[Catalog] = None
         findings.append(Finding("quota", QUOTAS[bucket], value >= need,
                                 f"{bucket} P-family pools need {need} vCPUs at max size, "
                                 f"quota is {int(value)}"))
+    findings.extend(cost_tag_findings(session.client("ce", region_name="us-east-1",
+                                                     config=retry)))
     return findings
+
+
+def cost_tag_findings(ce: Any) -> list[Finding]:
+    """The cost-allocation tags `trainyard cost --actual` and the budgets filter on must be
+    active in billing (a tag becomes selectable a day after it is first seen on a resource)."""
+    from trainyard.cost_actual import POOL_TAG, STACK_TAG
+
+    keys = [STACK_TAG, POOL_TAG]
+    try:
+        resp = ce.list_cost_allocation_tags(TagKeys=keys)
+    except Exception as e:  # noqa: BLE001 - member accounts may not read billing settings
+        return [Finding("cost-tags", ", ".join(keys), False,
+                        f"could not read the cost-allocation tags: {str(e).splitlines()[0]} "
+                        "(the payer account activates them)")]
+    status = {t["TagKey"]: t.get("Status") for t in resp.get("CostAllocationTags", [])}
+    return [Finding("cost-tags", k, status.get(k) == "Active",
+                    f"cost-allocation tag {k} is {status.get(k, 'not seen yet').lower()}"
+                    + ("" if status.get(k) == "Active" else
+                       ": activate it (trainyard:budgets.activateCostAllocationTags in a payer "
+                       "account, or `aws ce update-cost-allocation-tags-status`)"))
+            for k in keys]
 
 
 def _chunks(items: list, n: int) -> Iterable[list]:

@@ -41,6 +41,7 @@ from trainyard.review_queues import queue_changes
 from trainyard.review_render import COMMENT_MARKER as COMMENT_MARKER
 from trainyard.review_render import MAX_COMMENT_CHARS as MAX_COMMENT_CHARS
 from trainyard.review_render import render_markdown
+from trainyard.review_serving import serving_changes
 from trainyard.review_tree import SUBPROCESS_TIMEOUT_S as SUBPROCESS_TIMEOUT_S
 from trainyard.review_tree import Tree, _judge, _plan
 from trainyard.review_tree import monthly_totals as monthly_totals
@@ -149,6 +150,9 @@ class StackReview:
     """base-invalid: the head's own figures (resources, violations, $/month), nothing to diff."""
     queues: list[str] = field(default_factory=list)
     """Kueue quota and flavor-order changes, one line each (queue_changes)."""
+    serving: list[str] = field(default_factory=list)
+    """Served-model changes (traffic split weights, exports, replicas), one line each
+    (serving_changes)."""
 
     def to_json(self) -> dict:
         return {
@@ -159,7 +163,7 @@ class StackReview:
             "resources": [r.to_json() for r in self.diff.resources] if self.diff else [],
             "policy": self.policy, "cost": self.cost, "capacity": self.capacity,
             "data_loss": self.cautions, "warnings": self.warnings,
-            "head_only": self.head_only, "queues": self.queues,
+            "head_only": self.head_only, "queues": self.queues, "serving": self.serving,
         }
 
 
@@ -225,6 +229,7 @@ def build_stack_review(stack: str, base: Side, head: Side, catalog) -> StackRevi
 
     if base.plan is not None and head.plan is not None:
         sr.queues = queue_changes(base.plan, head.plan)
+        sr.serving = serving_changes(base.plan, head.plan)
     cb, ch = D.capacity(base.plan, catalog), D.capacity(head.plan, catalog)
     sr.capacity = {"base": cb.to_json(), "head": ch.to_json(), "delta": D.capacity_delta(cb, ch)}
     if sr.status in ("base-invalid", "head-invalid"):

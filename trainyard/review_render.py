@@ -202,6 +202,10 @@ def _details(sr: StackReview, max_changes: int, max_resources: int) -> list[str]
         out += ["**Queues** (Kueue quota and flavor order)", ""]
         out += [f"- {line}" for line in sr.queues] + [""]
 
+    if sr.serving:
+        out += ["**Serving** (traffic split, exports, replicas)", ""]
+        out += [f"- {line}" for line in sr.serving] + [""]
+
     p = sr.policy or {}
     if p.get("available") and (p["introduced"] or p["fixed"]):
         out += ["**Policy** (head's rules on both sides)", "",

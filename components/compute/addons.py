@@ -142,7 +142,7 @@ def chart_problem(name: str, pin: ChartPin) -> Optional[str]:
         return f"{name} {pin.version} is a known-bad version (avoid {', '.join(pin.avoid)})"
     if pin.minimum and version_tuple(pin.version) < version_tuple(pin.minimum):
         return f"{name} {pin.version} is older than the minimum {pin.minimum}"
-    parts = pin.version.split(".")
+    parts = pin.version.removeprefix("v").split(".")  # charts tagged v1.2.3 (KServe)
     if len(parts) != 3 or not all(p.isdigit() for p in parts):
         return f"{name} version {pin.version!r} is not an exact X.Y.Z pin"
     return None

@@ -37,6 +37,7 @@ from components.services.k8s_names import (
     GPU_MODEL_LABEL,
     GPU_TAINT_KEY,
     POOL_LABEL,
+    PURPOSE_LABEL,
 )
 
 CAPACITY_TYPE_LABEL = "trainyard.io/capacity-type"
@@ -161,7 +162,9 @@ def gpu_model_label(specs: Sequence[InstanceType]) -> str:
 
 def node_labels(config: GpuPoolConfig, specs: Sequence[InstanceType]) -> dict[str, str]:
     """Kubernetes labels of the pool's nodes; ours win over user labels of the same key."""
+    purpose = {PURPOSE_LABEL: config.purpose} if config.purpose != "training" else {}
     return {
+        **purpose,
         **dict(config.labels),
         POOL_LABEL: config.name,
         ACCELERATOR_LABEL: specs[0].vendor or "none",

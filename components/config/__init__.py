@@ -32,10 +32,14 @@ from pathlib import Path
 from typing import Any, Optional
 
 from components.compute.catalog import Catalog, load_catalog
+from components.config.budgets import parse_budgets
 from components.config.checks import PREFLIGHT_HINT as PREFLIGHT_HINT
 from components.config.checks import RegionFacts, _cross_checks
+from components.config.notebooks import parse_notebooks
 from components.config.pools import _pools
 from components.config.reader import ConfigError, Reader, kind
+from components.config.registry import _registry
+from components.config.secrets import _secrets
 from components.config.sections import (
     _cluster,
     _kubeflow,
@@ -45,6 +49,7 @@ from components.config.sections import (
     _team,
 )
 from components.config.sections import image_check as image_check
+from components.config.serving import _serving
 from components.config.types import AMI_TYPES as AMI_TYPES
 from components.config.types import CAPACITY_TYPES as CAPACITY_TYPES
 from components.config.types import DEFAULT_AMI as DEFAULT_AMI
@@ -66,6 +71,8 @@ from components.config.types import GpuPoolConfig as GpuPoolConfig
 from components.config.types import KubeflowConfig as KubeflowConfig
 from components.config.types import MonitoringConfig as MonitoringConfig
 from components.config.types import NetworkConfig as NetworkConfig
+from components.config.types import RegistryConfig as RegistryConfig
+from components.config.types import SecretsConfig as SecretsConfig
 from components.config.types import StorageConfig as StorageConfig
 from components.config.types import SystemNodesConfig as SystemNodesConfig
 from components.config.types import TeamConfig as TeamConfig
@@ -166,6 +173,8 @@ def load(raw: Mapping[str, Any], stack: str, catalog: Optional[Catalog] = None,
         "environment": environment or "",
         "owner": tags_r.str("owner"),
         "cost-center": tags_r.str("costCenter"),
+        # The cost-allocation tag `trainyard cost --actual` and the budgets filter on.
+        "trainyard.io/stack": stack,
     }
     extra = tags_r.str_map("extra")
     tags_r.finish()
@@ -178,6 +187,16 @@ def load(raw: Mapping[str, Any], stack: str, catalog: Optional[Catalog] = None,
     monitoring = _monitoring(root.child("monitoring"))
     kubeflow = _kubeflow(root.child("kubeflow"))
     teams = tuple(_team(r) for r in root.items("teams"))
+    registry, secrets = _registry(root.child("registry")), _secrets(root.child("secrets"), stack)
+    # Names checked against pools and teams only when those parsed: a rejected pool name is
+    # one problem, not one more for every section that mentions the pool.
+    pool_names = [p.name for p in pools] if root.parsed("gpuPools") else None
+    team_names = [t.name for t in teams] if root.parsed("teams") else None
+    budgets = parse_budgets(root.child("budgets"), pool_names, team_names)
+    notebooks = parse_notebooks(root.child("notebooks"), environment,
+                                pools if root.parsed("gpuPools") else None, image_check)
+    serving = _serving(root.child("serving"), pools, root.parsed("gpuPools"), monitoring,
+                       teams, catalog)
     root.finish()
 
     _cross_checks(problems, network, cluster, pools, storage, teams, catalog)
@@ -185,7 +204,10 @@ def load(raw: Mapping[str, Any], stack: str, catalog: Optional[Catalog] = None,
         raise ConfigError(problems)
     return StackConfig(stack=stack, region=region, environment=environment, tags=tags,
                        network=network, cluster=cluster, gpu_pools=pools, storage=storage,
-                       monitoring=monitoring, kubeflow=kubeflow, teams=teams)
+                       monitoring=monitoring, kubeflow=kubeflow, teams=teams,
+                       registry=registry, secrets=secrets, budgets=budgets,
+                       notebooks=notebooks,
+                       serving=serving)
 
 
 def _region(value: Any, problems: list[str]) -> tuple[str, Optional[RegionFacts]]:

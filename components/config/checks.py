@@ -125,7 +125,8 @@ def _cross_checks(problems: list[str], network: NetworkConfig, cluster: ClusterC
     # A TrainJob takes whole nodes, so a team whose quota is below one node of every pool could
     # never run one (trainyard job render checks the chosen pool too).
     node_gpus = {p.name: catalog.get(p.instance_types[0]).gpus for p in pools
-                 if p.name and p.instance_types} if pools_parsed("name", "instanceTypes") else {}
+                 if p.name and p.instance_types and p.purpose == "training"} \
+        if pools_parsed("name", "instanceTypes") else {}  # inference pools run no TrainJobs
     if node_gpus:
         smallest = min(node_gpus, key=lambda n: node_gpus[n])
         for i, t in enumerate(teams):

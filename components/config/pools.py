@@ -46,6 +46,9 @@ def _pools(root: Reader, network: NetworkConfig, catalog: Catalog, now: dt.datet
     return tuple(_pool(r, stack_azs, catalog, now, facts) for r in root.items("gpuPools"))
 
 
+POOL_PURPOSES = ("training", "inference")
+
+
 def _pool(r: Reader, stack_azs: Optional[tuple[str, ...]], catalog: Catalog, now: dt.datetime,
           facts: Optional[RegionFacts]) -> GpuPoolConfig:
     name = r.str("name", check=lambda v: name_check(v) or (
@@ -163,6 +166,7 @@ def _pool(r: Reader, stack_azs: Optional[tuple[str, ...]], catalog: Catalog, now
         auto_repair=r.bool("autoRepair", True),
         labels=r.str_map("labels"),
         provisioner=provisioner or "managed",
+        purpose=r.str("purpose", "training", choices=POOL_PURPOSES) or "training",
     )
     for key, value in pool.labels.items():
         message = _node_label_problem(key, value)

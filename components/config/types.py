@@ -173,6 +173,10 @@ class GpuPoolConfig:
     use Karpenter. Nodes carry the same labels and taints either way. Changing it replaces the
     pool's nodes."""
 
+    purpose: str = "training"
+    """`training` (TrainJobs: a training runtime and Kueue quota) or `inference` (model
+    serving: no runtime, no queue quota; the serving layer places predictors there)."""
+
     @property
     def reserved(self) -> bool:
         return self.capacity_reservation is not None
@@ -243,6 +247,214 @@ class TeamConfig:
 
 
 @dataclass(frozen=True)
+class RegistryConfig:
+    """`trainyard:registry`: the stack's ECR repositories (components/services/registry.py)."""
+
+    enabled: bool = True
+    """Create the repositories. Default true."""
+    repositories: Mapping[str, str] = field(default_factory=lambda: {
+        "train": "trainyard-train", "serve": "trainyard-serve"})
+    """Role -> ECR repository name. The role is part of the logical name (keep it stable); the
+    name is fixed, not auto-named, because image references in config (`kubeflow.
+    trainingImage`) name it. Default train: trainyard-train, serve: trainyard-serve. Stacks that
+    share an account need distinct names."""
+    scanning: str = "basic"
+    """`basic` (each repository scans on push, free) or `enhanced` (Amazon Inspector scans the
+    whole registry on push and continuously as new CVEs appear, billed per image). Default
+    basic. Enhanced is a registry-wide (account and region) setting: one stack per account and
+    region may own it."""
+    keep_untagged: int = 10
+    """Lifecycle: untagged images kept per repository (older ones expire), 1-1000. Default 10."""
+
+
+@dataclass(frozen=True)
+class SecretsConfig:
+    """`trainyard:secrets`: AWS Secrets Manager + External Secrets Operator
+    (components/services/secrets.py, docs/secrets.md)."""
+
+    enabled: bool = True
+    """Install the External Secrets Operator and keep the platform's credentials in Secrets
+    Manager. Default true. Off: Grafana's password is a Pulumi-generated Kubernetes Secret."""
+    prefix: str = ""
+    """Name prefix of the stack's secrets in Secrets Manager (`<prefix>/grafana-admin`).
+    Default `trainyard/<stack>`."""
+    grafana_admin_password: str = "generated"
+    """`generated`: a RandomPassword written to Secrets Manager by the stack (ciphertext in the
+    Pulumi state, "[secret]" in plans). `operator`: the stack creates the empty secret and an
+    operator puts the value once (`aws secretsmanager put-secret-value`), so the state never
+    holds it. Default generated."""
+    recovery_window_days: int = 30
+    """Days a deleted secret can be restored (7-30, or 0 to delete at once). Default 30."""
+
+
+@dataclass(frozen=True)
+class NotebookAuth:
+    kind: str = "dummy"
+    """`oidc` (any OpenID Connect provider: GenericOAuthenticator), `github` (GitHubOAuthenticator)
+    or `dummy` (any name, no password: dev only)."""
+    client_id: str = ""
+    client_secret_name: str = ""
+    """Secrets Manager secret holding the OAuth client secret (External Secrets copies it)."""
+    callback_url: str = ""
+    authorize_url: str = ""
+    token_url: str = ""
+    userdata_url: str = ""
+    groups_claim: str = "groups"
+    """OIDC: the userinfo claim listing the user's groups; a group named like a team lets its
+    members use that team's profiles."""
+    organization: str = ""
+    """GitHub: the organization whose teams (`org:team`, team = trainyard team) may log in."""
+    admin_users: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class NotebooksConfig:
+    """`trainyard:notebooks` (components/config/notebooks.py). Absent: no notebooks."""
+
+    enabled: bool = False
+    image: str = ""
+    """Notebook image: the training image's `notebook` stage (workloads/Dockerfile)."""
+    auth: NotebookAuth = field(default_factory=NotebookAuth)
+    gpu_pool: str = ""
+    """Pool for one-GPU notebooks (an evaluation/inference-class pool); empty: CPU only."""
+    full_node_pool: str = ""
+    """Pool whose whole node a notebook may take (empty: no such profile)."""
+    max_users: int = 10
+    """Most servers running at once (JupyterHub's active_server_limit); the cost estimate
+    prices GPU notebooks at this many."""
+    cull_idle_minutes: int = 60
+    gpu_cull_idle_minutes: int = 20
+    """GPU notebooks shut themselves down sooner: idle GPUs are the expensive kind."""
+    cpu: str = "2"
+    memory: str = "8Gi"
+    home_gib: int = 10
+    public: bool = False
+    """Expose the hub through an internet-facing load balancer (policy config must allow it).
+    Default: a ClusterIP service, reached through `kubectl port-forward` or an internal
+    ingress."""
+
+
+@dataclass(frozen=True)
+class BudgetLimit:
+    name: str
+    """The pool or team."""
+    monthly_usd: int
+    pools: tuple[str, ...] = ()
+    """A team's pools (pool budgets: empty)."""
+
+
+@dataclass(frozen=True)
+class BudgetsConfig:
+    """`trainyard:budgets` (components/config/budgets.py). Absent: no budgets."""
+
+    enabled: bool = False
+    monthly_usd: int = 0
+    """The stack's monthly budget in USD (0: no stack-wide budget, only pools and teams)."""
+    alert_at_percent: tuple[int, ...] = (80, 100)
+    """Actual-spend thresholds; a forecast alert at 100 % is added to every budget."""
+    emails: tuple[str, ...] = ()
+    sns_topic_arn: str = ""
+    pools: tuple[BudgetLimit, ...] = ()
+    teams: tuple[BudgetLimit, ...] = ()
+    activate_tags: bool = False
+    """Activate the cost-allocation tags in billing from the stack (payer or standalone
+    accounts only; AWS refuses it in a member account, where the payer activates them)."""
+
+
+SERVING_RUNTIMES = ("huggingface-vllm", "huggingface-cpu", "triton")
+"""Model runtimes (components/serving/runtimes.py): KServe's Hugging Face server with the vLLM
+backend on a GPU, the same server with the Transformers backend on CPU, and Triton (ONNX)."""
+SERVING_SIGNALS = ("requests-in-flight", "queue-depth", "cpu")
+"""What KEDA scales a model on: requests the server is working on, requests waiting for a slot
+(both from the server's own metrics through Prometheus), or CPU utilisation in percent."""
+LB_SCHEMES = ("internal", "internet-facing")
+
+
+@dataclass(frozen=True)
+class ServingIngressConfig:
+    """The one Application Load Balancer in front of every served model."""
+
+    scheme: str = "internal"
+    """`internal` (private addresses only) or `internet-facing` (also needs the policy config's
+    allowance, policies/serving.py). Default internal."""
+    certificate_arn: str = ""
+    """ACM certificate of the HTTPS listener; must cover `*.<domain>`. Required with models."""
+    domain: str = ""
+    """DNS suffix: model `m` answers at `m.<domain>` (host-based listener rules; point a wildcard
+    record at the ALB). Required with models."""
+    allowed_cidrs: tuple[str, ...] = ()
+    """Client networks the ALB's security group admits. Default: the VPC (internal);
+    required for internet-facing, never 0.0.0.0/0."""
+
+
+@dataclass(frozen=True)
+class ServingAutoscaling:
+    signal: str = "requests-in-flight"
+    """One of SERVING_SIGNALS; `cpu` only for the CPU runtime. Default requests-in-flight."""
+    target: int = 8
+    """Per replica: requests in flight or waiting, or CPU percent. Default 8 (cpu: 70)."""
+
+
+@dataclass(frozen=True)
+class ServingResources:
+    cpu: str
+    """CPU request and limit, Kubernetes quantity (e.g. "4")."""
+    memory: str
+    """Memory request and limit (e.g. "24Gi")."""
+    gpus: int
+    """GPUs per replica (request = limit); 0 for the CPU runtime."""
+
+
+@dataclass(frozen=True)
+class TrafficSplit:
+    """A/B: two exports behind one host name, weighted at the load balancer."""
+
+    a: str
+    """Source of variant a (the incumbent), like `source`."""
+    b: str
+    """Source of variant b (the candidate)."""
+    weight_a: int
+    weight_b: int
+    """Percent of requests to each; they sum to 100."""
+
+
+@dataclass(frozen=True)
+class ServedModelConfig:
+    name: str
+    """DNS label, 1-24 characters: the InferenceService, the served model name, the host."""
+    runtime: str
+    """One of SERVING_RUNTIMES."""
+    source: str = ""
+    """Key prefix of the export in the checkpoints bucket, under `models/` (e.g.
+    `models/llm-125m/2026-11-20/`). Empty when `traffic` names the sources."""
+    pool: str = ""
+    """GPU pool (trainyard:gpuPools) the replicas run on; required for GPU runtimes. Empty:
+    the system nodes (CPU runtime only)."""
+    min_replicas: int = 1
+    max_replicas: int = 2
+    autoscaling: ServingAutoscaling = field(default_factory=ServingAutoscaling)
+    resources: Optional[ServingResources] = None
+    """Per replica. Default per runtime (components/config/serving.py DEFAULT_RESOURCES)."""
+    traffic: Optional[TrafficSplit] = None
+    latency_slo_ms: int = 200
+    """p99 target the alerts and review use. Default 200 ms."""
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        return (self.traffic.a, self.traffic.b) if self.traffic else (self.source,)
+
+
+@dataclass(frozen=True)
+class ServingConfig:
+    enabled: bool = False
+    """Install KServe, KEDA, cert-manager and the AWS Load Balancer Controller. Default false."""
+    namespace: str = "serving"
+    """Namespace of the served models. Default `serving`."""
+    ingress: ServingIngressConfig = field(default_factory=ServingIngressConfig)
+    models: tuple[ServedModelConfig, ...] = ()
+
+
+@dataclass(frozen=True)
 class StackConfig:
     stack: str
     region: str
@@ -256,6 +468,12 @@ class StackConfig:
     monitoring: MonitoringConfig
     kubeflow: KubeflowConfig
     teams: tuple[TeamConfig, ...]
+    registry: RegistryConfig = field(default_factory=RegistryConfig)
+    secrets: SecretsConfig = field(default_factory=SecretsConfig)
+    serving: ServingConfig = field(default_factory=ServingConfig)
+    """`trainyard:serving` (components/config/serving.py). Default: off."""
+    budgets: BudgetsConfig = field(default_factory=BudgetsConfig)
+    notebooks: NotebooksConfig = field(default_factory=NotebooksConfig)
 
     def pool(self, name: str) -> GpuPoolConfig:
         for p in self.gpu_pools:

@@ -84,6 +84,8 @@ def runtimes(config: KubeflowConfig, pools: Sequence[GpuPoolConfig],
     two seconds of every plan."""
     out = {}
     for pool in pools:
+        if pool.purpose != "training":
+            continue  # inference pools serve models; TrainJobs do not run there
         facts = pool_facts(pool, catalog)
         if not supports_runtime(facts):
             continue

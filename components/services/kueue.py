@@ -168,8 +168,8 @@ def pool_flavor(pool: GpuPoolConfig, catalog: Optional[Catalog] = None) -> Optio
     catalog = catalog or load_catalog()
     specs = [catalog.get(t) for t in pool.instance_types]
     first = specs[0]
-    if not first.vendor or not first.gpus:
-        return None
+    if not first.vendor or not first.gpus or pool.purpose != "training":
+        return None  # no accelerators, or an inference pool (serving: not queued)
     return Flavor(name=pool.name, tier=flavor_tier(pool), vendor=first.vendor,
                   resource=GPU_RESOURCE[first.vendor], per_node=first.gpus,
                   max_nodes=pool.max_size, vcpus=min(s.vcpus for s in specs),
@@ -416,14 +416,15 @@ def kueue_values() -> dict:
 
 
 def network_policies() -> dict[str, dict]:
-    """kueue-system: default deny; the controller reaches the API server over HTTPS; the API
-    server (from the control plane's ENIs) reaches the admission webhooks and the visibility
-    API."""
+    """kueue-system: default deny; the controller reaches the API server over HTTPS (its
+    Service ClusterIP and the endpoint ENIs are private addresses, so nothing on the internet);
+    the API server (from the control plane's ENIs) reaches the admission webhooks and the
+    visibility API."""
     return {
         "default-deny": netpol.deny_all(),
         "allow-dns": netpol.allow_dns(),
         "allow-same-namespace": netpol.allow_same_namespace(),
-        "allow-https-egress": netpol.allow_egress_to("0.0.0.0/0", [443]),
+        "allow-api-server": netpol.allow_egress_to_cidrs(netpol.PRIVATE_RANGES, [443]),
         "allow-webhooks": netpol.allow_ingress_on([WEBHOOK_PORT, VISIBILITY_PORT]),
     }
 

@@ -13,7 +13,9 @@ Everything that is data lives beside this file:
 
 Grafana's admin password is a RandomPassword (or a secret from config, when the platform passes
 one) stored in a Secret that Grafana reads through `admin.existingSecret`: it never appears in
-Helm values, and Pulumi marks it secret, so plans show "[secret]".
+Helm values, and Pulumi marks it secret, so plans show "[secret]". With `secrets.enabled` (the
+default) the platform passes `grafana_admin_from` instead: the Secret is an ExternalSecret that the
+External Secrets Operator fills from AWS Secrets Manager (components/services/secrets.py).
 
 Every object depends on `depends_on` (cluster, add-ons, node groups), so `pulumi destroy`
 removes it while the cluster still answers. See docs/monitoring.md.
@@ -73,7 +75,11 @@ class MonitoringArgs:
     """Cluster, add-ons and node groups: created first, deleted last. Default none."""
     grafana_admin_password: Optional[pulumi.Input[str]] = None
     """Grafana admin password (wrap it with pulumi.Output.secret). Default: a generated
-    32-character RandomPassword."""
+    32-character RandomPassword. Ignored with `grafana_admin_from`."""
+    grafana_admin_from: Optional[Any] = None
+    """An ExternalSecretSource (components/services/secrets.py): Grafana's admin Secret is then
+    an ExternalSecret from Secrets Manager, and no password passes through Pulumi here. Default
+    None: the Secret is created from `grafana_admin_password`."""
     storage_class: Optional[str] = None
     """An existing StorageClass for the Prometheus, Alertmanager and Grafana volumes. Default:
     the component creates `monitoring-gp3` (EBS CSI, gp3, encrypted): EKS >= 1.30 marks no class
@@ -278,15 +284,19 @@ PROMETHEUS_OPERATOR_WEBHOOK_PORT = 10250
 
 def network_policies() -> dict[str, dict]:
     """NetworkPolicies of the monitoring namespace: default deny; the stack's parts talk to each
-    other; egress stays open because Prometheus scrapes pods and nodes in every namespace and the
-    operator, kube-state-metrics and Grafana's sidecar watch the API server; ingress from outside
-    only to the operator's admission webhook (called by the API server). node-exporter runs on
-    the host network, where policies do not apply."""
+    other; egress on every port to the private ranges, because Prometheus scrapes pods (any
+    port, any namespace), kubelets and node exporters on the nodes' addresses, and the
+    operator, kube-state-metrics and Grafana's sidecar watch the API server (its Service
+    ClusterIP and endpoint ENIs are private addresses too); HTTPS anywhere for Alertmanager's
+    receivers and a public API endpoint; ingress from outside only to the operator's admission
+    webhook, from the private ranges (the API server calls it from ENIs in the cluster's
+    subnets). node-exporter runs on the host network, where policies do not apply."""
     return {
         "default-deny": netpol.deny_all(),
         "allow-dns": netpol.allow_dns(),
         "allow-same-namespace": netpol.allow_same_namespace(),
-        "allow-egress": netpol.allow_all_egress(),
+        "allow-egress": netpol.allow_egress_to_cidrs(netpol.PRIVATE_RANGES),
+        "allow-https-egress": netpol.allow_egress_to("0.0.0.0/0", [443]),
         "allow-operator-webhook": netpol.allow_ingress_on([PROMETHEUS_OPERATOR_WEBHOOK_PORT]),
     }
 
@@ -306,7 +316,7 @@ class Monitoring(pulumi.ComponentResource):
     namespace: k8s.core.v1.Namespace
     kube_prometheus_stack: k8s.helm.v3.Release
     dcgm_exporter: Optional[k8s.helm.v3.Release]
-    grafana_admin_password: pulumi.Output[str]
+    grafana_admin_password: Optional[pulumi.Output[str]]
 
     def __init__(self, name: str, args: MonitoringArgs,
                  opts: Optional[pulumi.ResourceOptions] = None):
@@ -390,6 +400,18 @@ class Monitoring(pulumi.ComponentResource):
             opts=self._opts())
 
     def _create_grafana_secret(self) -> None:
+        source = self._args.grafana_admin_from
+        if source is not None:
+            from components.services.secrets import external_secret
+
+            obj = external_secret(GRAFANA_SECRET, self._args.namespace, source.remote_key,
+                                  ["admin-user", "admin-password"], store=source.store)
+            self.grafana_admin_password = None
+            self.grafana_secret = k8s.apiextensions.CustomResource(
+                f"{self._name}-grafana-admin-external", api_version=obj["apiVersion"],
+                kind=obj["kind"], metadata=obj["metadata"], spec=obj["spec"],
+                opts=self._opts(self.namespace, *source.depends_on))
+            return
         password = self._args.grafana_admin_password
         if password is None:
             password = random.RandomPassword(

@@ -11,6 +11,10 @@ from collections.abc import Sequence
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
 """Set by Kubernetes on every namespace: a stable selector for namespaceSelector."""
 ANYWHERE = {"ipBlock": {"cidr": "0.0.0.0/0"}}
+PRIVATE_RANGES = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10")
+"""RFC 1918 and the shared range (100.64/10) often used for EKS secondary CIDRs: where a VPC's
+addresses, and so the EKS control plane's ENIs in the cluster's subnets, come from in practice,
+and no internet address. A VPC on other addresses must pass its CIDR as `sources`."""
 
 
 def _ports(ports: Sequence[int], protocol: str = "TCP") -> list[dict]:
@@ -46,11 +50,14 @@ def allow_ingress_from_namespace(namespace: str, ports: Sequence[int] = ()) -> d
     return {"podSelector": {}, "policyTypes": ["Ingress"], "ingress": [rule]}
 
 
-def allow_ingress_on(ports: Sequence[int]) -> dict:
-    """Ingress on these ports from any address: for admission webhooks, which the EKS control
-    plane calls from ENIs in the cluster's subnets (addresses a policy cannot tell from pods')."""
+def allow_ingress_on(ports: Sequence[int], sources: Sequence[str] = PRIVATE_RANGES) -> dict:
+    """Ingress on these ports from `sources` (CIDRs): for admission webhooks and aggregated
+    APIs, which the EKS control plane calls from cross-account ENIs in the cluster's subnets
+    (addresses a podSelector cannot name). Default: the private ranges, so never from the
+    internet; pass the VPC CIDR to narrow it further."""
     return {"podSelector": {}, "policyTypes": ["Ingress"],
-            "ingress": [{"from": [ANYWHERE], "ports": _ports(ports)}]}
+            "ingress": [{"from": [{"ipBlock": {"cidr": c}} for c in sources],
+                         "ports": _ports(ports)}]}
 
 
 def allow_egress_to(cidr: str, ports: Sequence[int]) -> dict:
@@ -58,5 +65,15 @@ def allow_egress_to(cidr: str, ports: Sequence[int]) -> dict:
             "egress": [{"to": [{"ipBlock": {"cidr": cidr}}], "ports": _ports(ports)}]}
 
 
+def allow_egress_to_cidrs(cidrs: Sequence[str], ports: Sequence[int] = ()) -> dict:
+    """Egress to these CIDRs, on `ports` (default: every port)."""
+    rule: dict = {"to": [{"ipBlock": {"cidr": c}} for c in cidrs]}
+    if ports:
+        rule["ports"] = _ports(ports)
+    return {"podSelector": {}, "policyTypes": ["Egress"], "egress": [rule]}
+
+
 def allow_all_egress() -> dict:
+    """Egress anywhere on every port: undoes the default deny for egress (the pack's
+    netpol-no-open-egress refuses it unless a stack lists it with a reason)."""
     return {"podSelector": {}, "policyTypes": ["Egress"], "egress": [{}]}

@@ -76,6 +76,12 @@ METRICS_LABEL = "trainyard.io/train-metrics"
 """Pod label (value "true") the monitoring PodMonitor selects training pods by."""
 
 SHM_MOUNT = "/dev/shm"
+NODE_CACHE_VOLUME = "node-cache"
+NODE_CACHE_MOUNT = "/var/cache/trainyard"
+"""Node-local cache (the LLM job's --cache-dir for S3 data shards): an emptyDir, which
+the kubelet keeps on the instance-store NVMe RAID0 where the pool's types have local NVMe
+(nodeadm `localStorage: RAID0`, Karpenter `instanceStorePolicy: RAID0`), else on the root
+volume. Emptied when the pod goes, as a cache should be."""
 SHARED_MOUNT = "/shared"
 FSX_MOUNT = "/fsx"
 
@@ -291,8 +297,10 @@ EFA_PREALLOCATED_GIB = 5128 * 2 / 1024
 
 def node_resources(facts: PoolFacts, gpus: Optional[int] = None) -> dict[str, dict[str, str]]:
     """Per-node requests/limits. GPUs, EFA devices and huge pages are extended resources
-    (requests == limits); CPU and memory are requests only, leaving room for the DaemonSets and
-    kubelet reservations, scaled down for a partial node."""
+    (requests == limits); CPU and memory requests leave room for the DaemonSets and kubelet
+    reservations, scaled down for a partial node. Memory is also capped at the request (a leak
+    OOM-kills the training container, not the node's agents; /dev/shm counts against it); CPU
+    has no limit, which would only throttle data loading and NCCL's progress threads."""
     gpus = facts.gpus if gpus is None else gpus
     limits = {facts.gpu_resource: str(gpus)}
     if facts.efa:
@@ -304,7 +312,7 @@ def node_resources(facts: PoolFacts, gpus: Optional[int] = None) -> dict[str, di
     usable = facts.memory_gib - (EFA_PREALLOCATED_GIB if facts.efa else 0)
     memory = max(1, int((usable * 0.9 - 2) * share))
     return {"requests": {**limits, "cpu": str(cpu), "memory": f"{memory}Gi"},
-            "limits": dict(limits)}
+            "limits": {**limits, "memory": f"{memory}Gi"}}
 
 
 def pool_tolerations(facts: PoolFacts) -> list[dict[str, str]]:
@@ -374,6 +382,17 @@ def _exporter_sidecar() -> dict:
     }
 
 
+TRAINING_SECURITY_CONTEXT = {
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+"""The training container's securityContext: Pod Security `restricted` except running as
+non-root (the AWS DLC base image runs as root; a non-root image can add runAsNonRoot). EFA needs
+no capability: the EFA device plugin hands /dev/infiniband over, and memory registration is
+bounded by the node's memlock limit, not by IPC_LOCK (which `baseline` would refuse anyway)."""
+
+
 def cluster_training_runtime(facts: PoolFacts, image: str, nccl_debug: str = "WARN") -> dict:
     """The ClusterTrainingRuntime for one NVIDIA pool (a plain dict, as the API takes it)."""
     if not supports_runtime(facts):
@@ -394,9 +413,11 @@ def cluster_training_runtime(facts: PoolFacts, image: str, nccl_debug: str = "WA
         "image": image,
         "env": _env_list(env),
         "resources": node_resources(facts),
+        "securityContext": TRAINING_SECURITY_CONTEXT,
         "volumeMounts": [
             {"name": "dshm", "mountPath": SHM_MOUNT},
             {"name": "train-metrics", "mountPath": exporter()["metrics_dir"]},
+            {"name": NODE_CACHE_VOLUME, "mountPath": NODE_CACHE_MOUNT},
         ],
     }
     pod_spec = {
@@ -412,6 +433,7 @@ def cluster_training_runtime(facts: PoolFacts, image: str, nccl_debug: str = "WA
         "volumes": [
             {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": shm_size(facts)}},
             {"name": "train-metrics", "emptyDir": {"sizeLimit": "1Gi"}},
+            {"name": NODE_CACHE_VOLUME, "emptyDir": {}},
         ],
     }
     return {

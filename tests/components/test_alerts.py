@@ -47,7 +47,7 @@ def rule_name(rule):
 
 def test_there_are_alert_files():
     assert {p.name for p in ALERT_FILES} == {"gpu.yaml", "efa.yaml", "nodes.yaml",
-                                              "training.yaml", "cost.yaml"}
+                                              "training.yaml", "cost.yaml", "serving.yaml"}
 
 
 @needs_promtool
@@ -336,6 +336,34 @@ CASES = [
             recorded(IDLE_HOURS, "3h", ({"pool": "a100", "namespace": "research"}, 8)),
         ],
     },
+    {   # Capacity, use and jobs: an 8-GPU a100 node; research's TrainJob "llm" holds 4 GPUs at
+        # 50 % and 100 %, 0 %, 0 %; 4 GPUs nobody holds. Used = 0.5 + 1 = 1.5 GPUs.
+        "interval": "1m",
+        "input_series": [
+            pool_node("n1", "a100"),
+            series("kube_node_status_capacity", "8x300", node="n1", resource="nvidia_com_gpu",
+                   unit="integer"),
+            *gpu_pod("research", "llm-node-0-0", "n1", 4, {"Running": "1x300"}),
+            series("kube_pod_labels", "1x300", namespace="research", pod="llm-node-0-0",
+                   label_jobset_sigs_k8s_io_jobset_name="llm"),
+            dcgm_util("n1", 0, "50x300", "research", "llm-node-0-0"),
+            dcgm_util("n1", 1, "100x300", "research", "llm-node-0-0"),
+            dcgm_util("n1", 2, "0x300", "research", "llm-node-0-0"),
+            dcgm_util("n1", 3, "0x300", "research", "llm-node-0-0"),
+            dcgm_util("n1", 4, "0x300"),
+        ],
+        "promql_expr_test": [
+            recorded("trainyard:gpu_capacity:count", "10m", ({"pool": "a100"}, 8)),
+            recorded("trainyard:gpu_used:sum", "10m",
+                     ({"pool": "a100", "namespace": "research"}, 1.5)),
+            recorded("trainyard:gpu_allocated_by_job:count", "10m",
+                     ({"namespace": "research", "job_name": "llm"}, 4)),
+            # 181 one-minute samples from 0 to 3 h inclusive, over 60
+            recorded("trainyard:gpu_capacity_hours:sum24h", "3h", ({"pool": "a100"}, 8 * 181 / 60)),
+            recorded("trainyard:gpu_allocated_by_job_hours:sum24h", "3h",
+                     ({"namespace": "research", "job_name": "llm"}, 4 * 181 / 60)),
+        ],
+    },
 ]
 
 
@@ -491,6 +519,9 @@ def healthy_eks_gpu_cluster(step_s: int, samples: int) -> list[dict]:
         if gpus:
             add("kube_pod_container_resource_requests",
                 request | {"resource": "nvidia_com_gpu", "unit": "integer"}, const(gpus))
+            jobset = pod.rsplit("-node-", 1)[0]  # Trainer v2 pods: <trainjob>-node-<i>-<j>-...
+            add("kube_pod_labels", {"namespace": namespace, "pod": pod,
+                                    "label_jobset_sigs_k8s_io_jobset_name": jobset}, const(1))
 
     for job in ("apiserver", "coredns", "kube-state-metrics",
                 "kube-prometheus-stack-prometheus", "kube-prometheus-stack-alertmanager",
@@ -545,7 +576,54 @@ def healthy_eks_gpu_cluster(step_s: int, samples: int) -> list[dict]:
         add("up", pod, const(1))
         add("trainyard_train_metrics_file_mtime_seconds", pod, clock(20))
         add(metric, pod, const(per_s))
+    healthy_serving(add, const, rate)
     return out
+
+
+def healthy_serving(add, const, rate) -> None:
+    """The serving namespace of the healthy cluster (alerts/serving.yaml): model `llm` on vLLM
+    split A/B (one replica per variant, p99 time to first token ~0.1 s under its recorded 0.2 s
+    SLO, a steady queue of one, no aborts), `vit` on Triton at a fixed size (replicas.min =
+    replicas.max), `embed` on the KServe CPU runtime (no recorded SLO: the default holds), and
+    the KEDA HPAs and predictor Deployments kube-state-metrics reports for them."""
+    ns = "serving"
+
+    def target(isvc, model, variant):
+        return {"namespace": ns, "isvc": isvc, "model": model, "variant": variant,
+                "pod": f"{isvc}-predictor-7d9c5b6f4-x2k8m", "job": f"{ns}/trainyard-predictors"}
+
+    # Cumulative share of requests at or under each bucket bound.
+    ttft = {"0.02": 0.2, "0.04": 0.5, "0.06": 0.8, "0.08": 0.95, "0.1": 0.995, "0.25": 1,
+            "0.5": 1, "+Inf": 1}
+    for variant, per_s in (("a", 4), ("b", 1)):
+        t = target(f"llm-{variant}", "llm", variant) | {"model_name": "llm", "engine": "0"}
+        for le, share in ttft.items():
+            add("vllm:time_to_first_token_seconds_bucket", t | {"le": le}, rate(per_s * share))
+        add("vllm:time_to_first_token_seconds_count", t, rate(per_s))
+        add("vllm:request_success_total", t | {"finished_reason": "stop"}, rate(per_s * 0.75))
+        add("vllm:request_success_total", t | {"finished_reason": "length"}, rate(per_s * 0.25))
+        add("vllm:request_success_total", t | {"finished_reason": "abort"}, const(0))
+        add("vllm:num_requests_waiting", t, const(1))
+    add("trainyard:serving_latency_slo:seconds", {"namespace": ns, "model": "llm"}, const(0.2))
+    vit = target("vit", "vit", "main") | {"exported_model": "vit", "version": "1"}
+    add("nv_inference_request_success", vit, rate(20))
+    add("nv_inference_request_failure", vit, const(0))
+    add("nv_inference_pending_request_count", vit, const(0))
+    embed = target("embed", "embed", "main") | {"model_name": "embed"}
+    for le, share in {"0.025": 0.3, "0.05": 0.9, "0.075": 0.999, "0.1": 1, "+Inf": 1}.items():
+        add("request_predict_seconds_bucket", embed | {"le": le}, rate(10 * share))
+    add("request_predict_seconds_count", embed, rate(10))
+    ksm = {"job": "kube-state-metrics", "namespace": ns}
+    for isvc, (lo, now, hi) in {"llm-a": (1, 2, 4), "llm-b": (1, 1, 4), "vit": (2, 2, 2),
+                                "embed": (1, 1, 3)}.items():
+        hpa = ksm | {"horizontalpodautoscaler": f"keda-hpa-{isvc}"}
+        add("kube_horizontalpodautoscaler_spec_min_replicas", hpa, const(lo))
+        add("kube_horizontalpodautoscaler_spec_max_replicas", hpa, const(hi))
+        add("kube_horizontalpodautoscaler_status_current_replicas", hpa, const(now))
+        add("kube_horizontalpodautoscaler_status_desired_replicas", hpa, const(now))
+        deploy = ksm | {"deployment": f"{isvc}-predictor"}
+        add("kube_deployment_spec_replicas", deploy, const(now))
+        add("kube_deployment_status_replicas_available", deploy, const(now))
 
 
 _SELECTOR = re.compile(r"(?<![\w.])([a-zA-Z_:][a-zA-Z0-9_:]*)\s*(\{[^}]*\})?")

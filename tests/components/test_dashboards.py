@@ -34,7 +34,7 @@ def all_panels(items):
 
 
 def test_there_are_dashboards():
-    assert {p.name for p in DASHBOARD_FILES} == {"gpu.json", "efa.json", "training.json"}
+    assert {"gpu.json", "efa.json", "training.json", "cost.json", "serving.json"} <= {p.name for p in DASHBOARD_FILES}
 
 
 @pytest.mark.parametrize("path", DASHBOARD_FILES, ids=lambda p: p.name)
@@ -165,3 +165,14 @@ def test_promql_metric_names(expr, names):
 ])
 def test_grafana_variable_exprs(query, exprs):
     assert m.grafana_variable_exprs(query) == exprs
+
+
+def test_the_cost_dashboard_shows_paid_allocated_used_and_idle_per_pool_team_and_job():
+    cost = load(m.DASHBOARDS_DIR / "cost.json")
+    exprs = " ".join(t["expr"] for p in all_panels(cost["panels"]) for t in p.get("targets", []))
+    for series in ("trainyard:gpu_capacity_hours:sum24h", "trainyard:gpu_allocated_hours:sum24h",
+                   "trainyard:gpu_used_hours:sum24h", "trainyard:gpu_idle_allocated_hours:sum24h",
+                   "trainyard:gpu_allocated_by_job_hours:sum24h"):
+        assert series in exprs, series
+    for by in ("sum by (pool)", "sum by (namespace)", "sum by (namespace, job_name)"):
+        assert by in exprs, by

@@ -62,7 +62,8 @@ def test_default_provisioner_follows_the_capacity():
     assert PROVISIONERS == ("managed", "karpenter")
     pools = {p.name: p for p in load(stack_raw("prod"), "prod").gpu_pools}
     assert {n: p.provisioner for n, p in pools.items()} == {
-        "a100": "karpenter", "h100": "managed", "g-spot": "karpenter", "eval-spot": "karpenter"}
+        "a100": "karpenter", "h100": "managed", "g-spot": "karpenter", "eval-spot": "karpenter",
+        "inference": "karpenter"}
     assert [p.provisioner for p in load(stack_raw("dev"), "dev").gpu_pools] == ["karpenter"]
     assert [p.provisioner for p in load(stack_raw("staging"), "staging").gpu_pools] == \
         ["karpenter"]

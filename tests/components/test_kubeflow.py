@@ -78,7 +78,8 @@ def test_efa_runtime_requests_gpus_efa_and_huge_pages_from_the_pool_facts():
     assert rt["metadata"]["name"] == "torch-efa-a100"
     res = node_container(rt)["resources"]
     extended = {GPU_RESOURCE["nvidia"]: "8", EFA_RESOURCE: "4", HUGEPAGES_RESOURCE: "5120Mi"}
-    assert res["limits"] == extended
+    # memory limited to its request (no CPU limit: policies/config requireCpuLimit says why)
+    assert res["limits"] == {**extended, "memory": res["requests"]["memory"]}
     assert {k: res["requests"][k] for k in extended} == extended  # requests == limits
     assert EFA_HUGEPAGES == "5120Mi"
     # Huge pages need a cpu or memory request; both leave room for DaemonSets.
@@ -144,7 +145,7 @@ def test_non_efa_runtime_has_no_efa_devices_or_huge_pages():
     rt = jobspec.cluster_training_runtime(jobspec.pool_facts(G5), "img:1")
     assert rt["metadata"]["name"] == "torch-eval"
     res = node_container(rt)["resources"]
-    assert res["limits"] == {GPU_RESOURCE["nvidia"]: "4"}
+    assert res["limits"] == {GPU_RESOURCE["nvidia"]: "4", "memory": res["requests"]["memory"]}
     assert EFA_RESOURCE not in res["requests"] and HUGEPAGES_RESOURCE not in res["requests"]
     assert env_of(node_container(rt)) == EXPECTED_ENV
     spec = pod_spec(rt)
@@ -157,7 +158,7 @@ def test_non_efa_runtime_has_no_efa_devices_or_huge_pages():
 def test_partial_node_scales_cpu_and_memory():
     facts = jobspec.pool_facts(G5)
     full, half = jobspec.node_resources(facts), jobspec.node_resources(facts, 2)
-    assert half["limits"] == {GPU_RESOURCE["nvidia"]: "2"}
+    assert half["limits"] == {GPU_RESOURCE["nvidia"]: "2", "memory": half["requests"]["memory"]}
     assert int(half["requests"]["cpu"]) <= int(full["requests"]["cpu"]) // 2
 
 
@@ -236,14 +237,14 @@ def test_prod_plan_has_one_runtime_per_nvidia_pool(prod):
         assert r["inputs"]["apiVersion"] == "trainer.kubeflow.org/v1alpha1"
         jobspec.validate_runtime(r["inputs"])
     a100 = runtimes_["torch-efa-a100"]["inputs"]
-    limits = a100["spec"]["template"]["spec"]["replicatedJobs"][0]["template"]["spec"][
-        "template"]["spec"]["containers"][0]["resources"]["limits"]
-    assert limits == {"nvidia.com/gpu": "8", "vpc.amazonaws.com/efa": "4",
-                      "hugepages-2Mi": "5120Mi"}
-    eval_limits = runtimes_["torch-eval-spot"]["inputs"]["spec"]["template"]["spec"][
+    res = a100["spec"]["template"]["spec"]["replicatedJobs"][0]["template"]["spec"][
+        "template"]["spec"]["containers"][0]["resources"]
+    assert res["limits"] == {"nvidia.com/gpu": "8", "vpc.amazonaws.com/efa": "4",
+                             "hugepages-2Mi": "5120Mi", "memory": res["requests"]["memory"]}
+    eval_res = runtimes_["torch-eval-spot"]["inputs"]["spec"]["template"]["spec"][
         "replicatedJobs"][0]["template"]["spec"]["template"]["spec"]["containers"][0][
-        "resources"]["limits"]
-    assert eval_limits == {"nvidia.com/gpu": "4"}
+        "resources"]
+    assert eval_res["limits"] == {"nvidia.com/gpu": "4", "memory": eval_res["requests"]["memory"]}
 
 
 def test_kubeflow_namespace_has_pod_security_labels(prod):

@@ -408,7 +408,8 @@ def test_plan_wiring(plan_for, stack):
         meta = o["metadata"]
         by_kind.setdefault(o["kind"], {})[(meta.get("namespace"), meta["name"])] = (r, o)
     # A flavor per GPU pool, a ClusterQueue and a LocalQueue per team.
-    assert set(by_kind["ResourceFlavor"]) == {(None, p.name) for p in cfg.gpu_pools}
+    assert set(by_kind["ResourceFlavor"]) == {(None, p.name) for p in cfg.gpu_pools
+                                               if p.purpose == "training"}  # not inference
     assert set(by_kind["ClusterQueue"]) == {(None, t.name) for t in cfg.teams}
     assert set(by_kind["LocalQueue"]) == {(t.name, LOCAL_QUEUE) for t in cfg.teams}
     release = next(r for r in resources(plan, "kubernetes:helm.sh/v3:Release")

@@ -19,6 +19,7 @@ import yaml
 
 from components.config import MonitoringConfig
 from components.services import monitoring as m
+from components.services.netpol import PRIVATE_RANGES
 from tests.conftest import resources, synthesize_program
 from trainyard import jobspec
 from trainyard.mocks import _h
@@ -176,10 +177,13 @@ def test_prod_plan_never_shows_the_grafana_password(prod):
     assert pw["outputs"]["result"] == "[secret]"
     text = json.dumps(prod)
     assert mock_password(pw["name"]) not in text
-    secret = in_namespace(prod, "kubernetes:core/v1:Secret")[m.GRAFANA_SECRET]
-    assert secret["inputs"]["stringData"] == "[secret]"
-    assert secret["outputs"]["stringData"] == "[secret]"
-    assert prod["outputs"]["grafanaAdminPassword"] == "[secret]"
+    # secrets.enabled (default): the password lives in Secrets Manager and reaches the cluster
+    # through an ExternalSecret; Pulumi writes no Kubernetes Secret and exports no password.
+    assert m.GRAFANA_SECRET not in in_namespace(prod, "kubernetes:core/v1:Secret")
+    assert m.GRAFANA_SECRET in in_namespace(prod, "kubernetes:external-secrets.io/v1:ExternalSecret")
+    (version,) = resources(prod, "aws:secretsmanager/secretVersion:SecretVersion")
+    assert version["inputs"]["secretString"] == "[secret]"
+    assert "grafanaAdminPassword" not in prod["outputs"]
     kps = releases(prod)["kube-prometheus-stack"]["inputs"]["values"]
     assert kps["grafana"]["admin"]["existingSecret"] == m.GRAFANA_SECRET
 
@@ -192,7 +196,7 @@ def test_plan_json_from_the_cli_has_no_plaintext_password(tmp_path):
     plan = json.loads(out.read_text())
     (pw,) = resources(plan, PASSWORD_TYPE)
     assert mock_password(pw["name"]) not in out.read_text()
-    assert plan["outputs"]["grafanaAdminPassword"] == "[secret]"
+    assert plan["outputs"]["grafanaAdminSecretArn"].startswith("arn:aws:secretsmanager:")
 
 
 def test_prod_plan_ships_dashboards_alerts_and_the_training_pod_monitor(prod):
@@ -205,7 +209,7 @@ def test_prod_plan_ships_dashboards_alerts_and_the_training_pod_monitor(prod):
         m.dcgm_counters_csv()
     rules = in_namespace(prod, "kubernetes:monitoring.coreos.com/v1:PrometheusRule")
     assert set(rules) == {"trainyard-gpu", "trainyard-efa", "trainyard-nodes",
-                          "trainyard-training", "trainyard-cost"}
+                          "trainyard-training", "trainyard-cost", "trainyard-serving"}
     assert rules["trainyard-gpu"]["inputs"]["spec"] == m.alert_rule_files()["gpu"]
     assert rules["trainyard-cost"]["inputs"]["spec"] == m.alert_rule_files()["cost"]
     (pm,) = in_namespace(prod, "kubernetes:monitoring.coreos.com/v1:PodMonitor").values()
@@ -365,14 +369,33 @@ def test_training_sidecar_serves_vision_throughput(tmp_path):
     assert samples["trainyard_train_images_total"] == "640.0"
 
 
+def test_training_sidecar_serves_the_last_evaluation(tmp_path):
+    """Step records carry the last eval (workloads/vision and llm trainers): the sidecar serves
+    it, so the held-out figures reach Prometheus, not only the metrics file and TensorBoard."""
+    metrics = tmp_path / "train.jsonl"
+    metrics.write_text(
+        json.dumps({"event": "eval", "step": 100, "eval_loss": 0.9, "eval_top1": 0.71}) + "\n"
+        + json.dumps({"step": 101, "loss": 0.8, "images": 64, "images_per_s": 100.0,
+                      "eval_loss": 0.9, "eval_top1": 0.71, "eval_top5": 0.93,
+                      "eval_step": 100}) + "\n")
+    _, samples = scrape_sidecar(metrics)
+    assert samples["trainyard_train_eval_loss"] == "0.9"
+    assert samples["trainyard_train_eval_top1_ratio"] == "0.71"
+    assert samples["trainyard_train_eval_top5_ratio"] == "0.93"
+
+
 def test_monitoring_namespace_denies_ingress_except_within_and_the_operator_webhook(prod):
+    # the Monitoring component's own policies (KEDA adds one letting its scaler query Prometheus)
     pols = {n: r["inputs"]["spec"] for n, r in
-            in_namespace(prod, "kubernetes:networking.k8s.io/v1:NetworkPolicy").items()}
+            in_namespace(prod, "kubernetes:networking.k8s.io/v1:NetworkPolicy").items()
+            if "Monitoring" in r["urn"]}
     assert set(pols) == {"default-deny", "allow-dns", "allow-same-namespace", "allow-egress",
-                         "allow-operator-webhook"}
+                         "allow-https-egress", "allow-operator-webhook"}
     assert pols["default-deny"] == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
     ingress = {name: spec["ingress"] for name, spec in pols.items() if "ingress" in spec}
     assert ingress == {
         "allow-same-namespace": [{"from": [{"podSelector": {}}]}],
-        "allow-operator-webhook": [{"from": [{"ipBlock": {"cidr": "0.0.0.0/0"}}],
+        # the EKS control plane calls the webhook from ENIs in the cluster's subnets: private
+        # ranges only, never the internet
+        "allow-operator-webhook": [{"from": [{"ipBlock": {"cidr": c}} for c in PRIVATE_RANGES],
                                     "ports": [{"protocol": "TCP", "port": 10250}]}]}

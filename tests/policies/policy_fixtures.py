@@ -903,3 +903,24 @@ FIXTURES.update(KARPENTER_FIXTURES)
 for _name, _cases in KARPENTER_EXTRA_CASES.items():
     for _kind, _more in _cases.items():
         FIXTURES[_name][_kind] = FIXTURES[_name][_kind] + _more
+from fixtures_supply_chain import SUPPLY_CHAIN_EXTRA_CASES, SUPPLY_CHAIN_FIXTURES  # noqa: E402
+
+FIXTURES.update(SUPPLY_CHAIN_FIXTURES)
+for _name, _cases in SUPPLY_CHAIN_EXTRA_CASES.items():
+    for _kind, _more in _cases.items():
+        FIXTURES[_name][_kind] = FIXTURES[_name][_kind] + _more
+from fixtures_aws_depth import AWS_DEPTH_EXTRA_CASES, AWS_DEPTH_FIXTURES  # noqa: E402
+
+FIXTURES.update(AWS_DEPTH_FIXTURES)
+for _name, _cases in AWS_DEPTH_EXTRA_CASES.items():
+    for _kind, _more in _cases.items():
+        FIXTURES[_name][_kind] = FIXTURES[_name][_kind] + _more
+from fixtures_serving import SERVING_FIXTURES  # noqa: E402
+
+FIXTURES.update(SERVING_FIXTURES)
+from fixtures_pods import POD_FIXTURES  # noqa: E402
+
+FIXTURES.update(POD_FIXTURES)
+from fixtures_notebooks import NOTEBOOK_FIXTURES  # noqa: E402
+
+FIXTURES.update(NOTEBOOK_FIXTURES)

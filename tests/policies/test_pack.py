@@ -43,7 +43,7 @@ def test_rule_metadata(policy):
     assert refs.checkov or refs.trivy or refs.cis or refs.other, "needs at least one reference"
     assert f"family:{policy.family}" in policy.tags
     for ref in refs.checkov:
-        assert re.fullmatch(r"CKV2?_AWS_\d+", ref), ref
+        assert re.fullmatch(r"CKV2?_(AWS|K8S)_\d+", ref), ref
     for ref in refs.trivy:
         assert re.fullmatch(r"AWS-\d{4}", ref), ref
     for ref in refs.cis:
@@ -118,7 +118,10 @@ def test_type_tokens_exist_in_installed_sdks(token):
     if token.startswith("kubernetes:"):
         kind = token.rsplit(":", 1)[-1]
         group = token.split(":")[1]
-        if group.startswith(("trainer.kubeflow.org", "karpenter.sh", "karpenter.k8s.aws")):
+        if group.startswith(("trainer.kubeflow.org", "karpenter.sh", "karpenter.k8s.aws",
+                             "serving.kserve.io", "keda.sh", "kueue.x-k8s.io",
+                             "external-secrets.io", "monitoring.coreos.com",
+                             "cert-manager.io")):
             return  # a CustomResource: the token is built from apiVersion and kind
         k8s = Path(importlib.import_module("pulumi_kubernetes").__file__).parent
         hits = [p for p in k8s.rglob(f"{kind}.py") if f'"{token}"' in p.read_text()]

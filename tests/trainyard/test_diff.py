@@ -315,8 +315,9 @@ def test_capacity_counts_capacity_block_pools(plan_for):
     from trainyard.diff import capacity
 
     cap = capacity(plan_for("prod"), load_catalog())
-    # a100 16x8 + h100 4x8 + g-spot 8x8 + eval-spot 6x4 GPUs; EFA 16x4 + 4x32 + 8x1
-    assert (cap.gpus, cap.efa_interfaces) == (248, 200)
+    # a100 16x8 + h100 4x8 + g-spot 8x8 + eval-spot 6x4 + inference 8x1 GPUs;
+    # EFA 16x4 + 4x32 + 8x1
+    assert (cap.gpus, cap.efa_interfaces) == (256, 200)
     assert cap.unknown_types == ()
 
 
@@ -437,7 +438,7 @@ def test_provisioner_changes_name_each_moved_pool(plan_for, managed_plan_for):
     managed, karpenter = managed_plan_for("prod"), plan_for("prod")
     assert provisioner_changes(managed, karpenter) == [
         ("a100", "managed", "karpenter"), ("eval-spot", "managed", "karpenter"),
-        ("g-spot", "managed", "karpenter")]
+        ("g-spot", "managed", "karpenter"), ("inference", "managed", "karpenter")]
     assert provisioner_changes(karpenter, managed)[0] == ("a100", "karpenter", "managed")
     assert provisioner_changes(karpenter, karpenter) == []
     assert provisioner_changes(None, karpenter) == []

@@ -28,7 +28,7 @@ def deployed_outputs(stack: str, **overrides) -> dict:
     out = {"checkpointsBucket": DEPLOYED_BUCKET.replace("prod", stack),
            "checkpointPrefix": "checkpoints/", "trainingServiceAccount": "trainer",
            "trainingRuntimes": {p.name: jobspec.runtime_name(jobspec.pool_facts(p))
-                                for p in cfg.gpu_pools},
+                                for p in cfg.gpu_pools if p.purpose == "training"},
            "clusterName": f"trainyard-{stack}", "grafanaAdminPassword": "[secret]",
            "storageKeyArn": "arn:aws:kms:us-east-1:210987654321:key/0b5c6a1e-4d2f-4a8e-9c1b"}
     if cfg.storage.efs.enabled:
@@ -86,7 +86,8 @@ def test_p4d_job_requests_8_gpus_4_efa_and_huge_pages_and_mounts_the_checkpoints
     t = trainer(job)
     assert t["numNodes"] == 2 and t["numProcPerNode"] == 8
     per_node = {"nvidia.com/gpu": "8", "vpc.amazonaws.com/efa": "4", "hugepages-2Mi": "5120Mi"}
-    assert t["resourcesPerNode"]["limits"] == per_node
+    mem = t["resourcesPerNode"]["requests"]["memory"]
+    assert t["resourcesPerNode"]["limits"] == {**per_node, "memory": mem}
     assert {k: t["resourcesPerNode"]["requests"][k] for k in per_node} == per_node
     assert t["command"] == ["python", "-m", "workloads.common.launch", "--nproc-per-node", "8",
                             "-m", "workloads.llm.train"]
@@ -242,7 +243,8 @@ def test_non_efa_job_has_no_efa_or_huge_pages_and_may_take_part_of_a_node(capsys
     jobspec.validate_train_job(job)
     assert job["spec"]["runtimeRef"]["name"] == "torch-eval-spot"
     t = trainer(job)
-    assert t["resourcesPerNode"]["limits"] == {"nvidia.com/gpu": "2"}
+    assert t["resourcesPerNode"]["limits"] == {
+        "nvidia.com/gpu": "2", "memory": t["resourcesPerNode"]["requests"]["memory"]}
     assert t["numProcPerNode"] == 2
     assert t["args"][t["args"].index("--checkpoint-dir") + 1] == "/shared/ckpt/eval"
 
@@ -253,7 +255,8 @@ def test_dev_stack_single_team_needs_no_team_flag(capsys):
     assert code == 0, err
     job = yaml.safe_load(out)
     assert job["metadata"]["namespace"] == "research"
-    assert trainer(job)["resourcesPerNode"]["limits"] == {"nvidia.com/gpu": "1"}
+    res = trainer(job)["resourcesPerNode"]
+    assert res["limits"] == {"nvidia.com/gpu": "1", "memory": res["requests"]["memory"]}
     assert [v["persistentVolumeClaim"]["claimName"] for v in node_patch(job)["volumes"]] == \
         ["shared-efs"]  # dev has EFS, no FSx
 
@@ -376,7 +379,7 @@ def test_a_save_that_cannot_fit_the_spot_budget_is_a_warning(capsys, monkeypatch
 
     monkeypatch.setattr(trainjob, "BUDGET", trainjob.interruption_budget(notice_s=60))
     code, out, err = render(capsys, "llm", *BASE, "--pool", "eval-spot", "--nodes", "1",
-                            "--preset", "1b", "--micro-batch-size", "4")  # fits an A10G
+                            "--preset", "1b", "--micro-batch-size", "2")  # fits an A10G
     assert code == 0 and yaml.safe_load(out)["kind"] == "TrainJob"
     assert err.startswith("warning: --preset 1b on Spot pool 'eval-spot': ") and \
         "may not fit the 30s torchrun waits after SIGTERM" in err and err.count("\n") == 1
@@ -399,14 +402,15 @@ def trainer_gib(preset: str, world: int, **flags) -> float:
     return TrainConfig(preset=preset, **flags).memory_estimate(world, True).total / 2**30
 
 
-def test_125m_defaults_do_not_fit_an_a10g_and_are_refused_before_any_output(capsys):
+def test_125m_at_a_batch_too_large_for_an_a10g_is_refused_before_any_output(capsys):
     from trainyard.synth import load_config
 
     facts = jobspec.pool_facts(load_config("dev").pool("dev-spot"))
     assert facts.gpu_memory_gib == 24 and facts.gpu_model == "A10G-24GB"
-    need = trainer_gib("125m", 1)
+    assert trainer_gib("125m", 1) < facts.gpu_memory_gib  # the default batch (16) fits
+    need = trainer_gib("125m", 1, micro_batch_size=32)
     assert need > facts.gpu_memory_gib  # the trainer would refuse it on the node
-    code, out, err = render(capsys, "llm", *DEV, "--nodes", "1")  # the default preset, 125m
+    code, out, err = render(capsys, "llm", *DEV, "--nodes", "1", "--micro-batch-size", "32")
     assert code == 2 and out == ""
     assert err.startswith(f"error: --preset 125m: needs about {need:.1f} GiB per GPU ("), err
     assert "--micro-batch-size 32, 1 GPU) but pool 'dev-spot' (g5.xlarge/g6.xlarge) has 24 GiB " \
@@ -426,8 +430,9 @@ def test_the_suggested_fix_renders(capsys, fix):
 
 
 def test_fsdp_shares_the_states_over_every_rank_of_every_node(capsys):
-    """The estimate is one rank's: weights, gradients and AdamW states divided over nodes x GPUs
-    per node. 1b needs 55 GiB on one GPU, 34.5 GiB per rank over 2 p4d nodes (16 A100-40GB)."""
+    """The estimate is one rank's: weights, gradients and AdamW states divided over the GPUs
+    that shard them. 1b needs 42.3 GiB on one GPU; 2 p4d nodes run HSDP (sharded within a node,
+    replicated across nodes) at 23.9 GiB per rank on A100-40GB."""
     assert trainer_gib("1b", 1) > 40 > trainer_gib("1b", 16)
     code, out, err = render(capsys, "llm", *BASE, "--pool", "a100", "--nodes", "2",
                             "--preset", "1b")
@@ -437,7 +442,7 @@ def test_fsdp_shares_the_states_over_every_rank_of_every_node(capsys):
     assert code == 2, err
     assert err.startswith(f"error: --preset 1b: needs about {trainer_gib('1b', 4):.1f} GiB per "
                           "GPU"), err
-    assert "--micro-batch-size 8, sharded over 4 GPUs) but pool 'eval-spot'" in err
+    assert "--micro-batch-size 4, sharded over 4 GPUs) but pool 'eval-spot'" in err
 
 
 def test_a_vision_batch_too_large_for_the_gpu_is_refused(capsys):
@@ -466,7 +471,7 @@ BASE = ["--stack", "prod", "--team", "research", "--checkpoint-dir", "s3://b/c/"
      "--gpus-per-node 4: EFA pool 'a100' runs whole nodes (8 GPUs): its EFA devices and huge "
      "pages are per node"),
     (["llm", *BASE, "--pool", "x100", "--nodes", "2"],
-     "--pool x100: unknown pool in stack 'prod' (known: a100, h100, g-spot, eval-spot)"),
+     "--pool x100: unknown pool in stack 'prod' (known: a100, h100, g-spot, eval-spot, inference)"),
     (["speech", *BASE, "--pool", "a100", "--nodes", "2"],
      "unknown workload 'speech' (known: llm, vision)"),
     (["llm", "--stack", "prod", "--team", "applied", "--checkpoint-dir", "s3://b/c/", "--pool",
@@ -483,7 +488,7 @@ BASE = ["--stack", "prod", "--team", "research", "--checkpoint-dir", "s3://b/c/"
      "--name Bad_Name: not a valid TrainJob name (lowercase letters, digits and '-', starting "
      "with a letter, at most 63 characters)"),
     (["llm", *BASE, "--pool", "a100", "--nodes", "2", "--preset", "7b"],
-     "--preset 7b: unknown preset (known: tiny, 125m, 350m, 1b)"),
+     "--preset 7b: unknown preset (known: tiny, 125m, 350m, 1b, 8b)"),
     (["llm", "--stack", "nope", "--pool", "a100", "--nodes", "2"], "unknown stack 'nope'"),
     (["vision", *BASE, "--pool", "a100", "--nodes", "1", "--micro-batch-size", "64"],
      "--micro-batch-size 64: workload vision takes --batch-size"),
@@ -663,3 +668,27 @@ def test_doc_example_runs(capsys, tmp_path, monkeypatch, where, command):
     job = yaml.safe_load(out.out)
     jobspec.validate_train_job(job)
     assert job["metadata"]["labels"]["trainyard.io/stack"] == stack
+
+
+def test_an_inference_pool_is_refused(capsys):
+    code, out, err = render(capsys, "llm", "--stack", "prod", "--pool", "inference", "--nodes",
+                            "1", "--team", "research", "--checkpoint-dir", "s3://b/ckpt/")
+    assert code == 2 and out == ""
+    assert "--pool inference: an inference pool" in err
+
+
+def test_submit_from_a_pod_without_kubeconfig_uses_its_service_account(monkeypatch, tmp_path):
+    """A notebook server has no kubeconfig: --submit uses the pod's token (in-cluster)."""
+    from kubernetes import config as kube_config
+
+    from trainyard import job
+
+    calls = []
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "none"))
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.100.0.1")
+    monkeypatch.setattr(kube_config, "load_incluster_config", lambda: calls.append("incluster"))
+    api = job.connect(None, None)
+    assert calls == ["incluster"] and type(api).__name__ == "CustomObjectsApi"
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST")
+    with pytest.raises(job.UsageError, match="no usable kubeconfig"):
+        job.connect(None, None)

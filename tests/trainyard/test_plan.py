@@ -154,4 +154,4 @@ def test_pool_table_shows_each_pools_provisioner(plan_for):
     assert rows["g-spot"][1:3] == ["karpenter", "SPOT"] and "0/0/8" in rows["g-spot"]
     assert rows["h100"][1:3] == ["managed", "CAPACITY_BLOCK"] and "0/4/4" in rows["h100"]
     assert rows["system"][1] == "managed"
-    assert "at max size: 248 GPUs, 200 EFA interfaces" in text
+    assert "at max size: 256 GPUs, 200 EFA interfaces" in text  # 248 training + 8 inference

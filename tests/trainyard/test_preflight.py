@@ -169,3 +169,24 @@ def test_version_api_refusal_is_a_failed_check():
         stub.add_client_error("describe_cluster_versions", "AccessDeniedException", "no")
         (f,) = version_findings("1.36", "STANDARD", eks)
     assert not f.ok and f.detail.startswith("could not list EKS versions")
+
+
+def test_cost_allocation_tags_active_or_named_with_the_fix():
+    from botocore.stub import Stubber
+
+    from trainyard.preflight import cost_tag_findings
+
+    ce = boto3.client("ce", region_name="us-east-1", aws_access_key_id="x",
+                      aws_secret_access_key="y")
+    with Stubber(ce) as stub:
+        stub.add_response("list_cost_allocation_tags", {"CostAllocationTags": [
+            {"TagKey": "trainyard.io/stack", "Type": "UserDefined", "Status": "Active"},
+            {"TagKey": "trainyard.io/pool", "Type": "UserDefined", "Status": "Inactive"}]},
+            {"TagKeys": ["trainyard.io/stack", "trainyard.io/pool"]})
+        found = {f.subject: f for f in cost_tag_findings(ce)}
+        stub.add_client_error("list_cost_allocation_tags", "AccessDeniedException", "no")
+        refused = cost_tag_findings(ce)
+    assert found["trainyard.io/stack"].ok
+    assert not found["trainyard.io/pool"].ok
+    assert "activate it" in found["trainyard.io/pool"].detail
+    assert len(refused) == 1 and not refused[0].ok and "payer account" in refused[0].detail

@@ -76,7 +76,7 @@ def repo(tmp_path_factory) -> Path:
     edit_stack(repo, "prod", lambda c: pool(c, "g-spot").update(
         maxSize=2 * pool(c, "g-spot")["maxSize"]))
     edit_stack(repo, "prod", lambda c: pool(c, "eval-spot").update(provisioner="managed"))
-    buckets = repo / "components" / "buckets.py"
+    buckets = repo / "components" / "storage" / "buckets.py"
     code = buckets.read_text()
     assert VERSIONING_ON in code, "components/storage/buckets.py no longer sets versioning like this; " \
         "update the test's PR edit"

@@ -17,6 +17,10 @@ BAD = [
     (["--data", "s3://"], "--data", "has no bucket"),
     (["--seq-len", "4096"], "--seq-len", "exceeds"),
     (["--device", "tpu"], "--device", "must be auto, cpu or cuda"),
+    (["--eval-every", "-1"], "--eval-every", "must be >= 0"),
+    (["--eval-batches", "-2"], "--eval-batches", "must be >= 0"),
+    (["--vocab-size", "0"], "--vocab-size", "must be > 0"),
+    (["--tensorboard-dir", "s3://"], "--tensorboard-dir", "has no bucket"),
     (["--no-such-flag"], "unrecognized arguments", "--no-such-flag"),
 ]
 
@@ -57,6 +61,22 @@ def test_bench_prints_one_json_line_on_cpu(wl, cache_dir):
     assert result["preset"] == "tiny" and result["device"] == "cpu"
     assert result["tokens_per_s"] > 0 and result["peak_mem_gib"] > 0
     assert result["mfu"] is None and result["peak_tflops"] is None
+    assert result["mfu_nanogpt"] is None and result["eval_s"] > 0
+    assert result["params"] == 139_584 and result["flops_per_token"] == 837_504
+
+
+def test_bench_lists_every_presets_parameters_and_flops(wl, cache_dir):
+    from workloads.common.mfu import model_flops_per_token
+    from workloads.llm.config import PRESETS
+
+    proc = wl.run_module("workloads.llm.bench", ["--list"], cache_dir)
+    assert proc.returncode == 0, proc.stderr
+    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [r["preset"] for r in rows] == list(PRESETS)
+    for r in rows:
+        m = PRESETS[r["preset"]].model
+        assert r["params"] == m.params and r["flops_per_token"] == model_flops_per_token(m)
+        assert r["flops_per_token_nanogpt"] > r["flops_per_token"]
 
 
 def test_bench_bad_preset_exits_2(wl, cache_dir):
@@ -65,18 +85,21 @@ def test_bench_bad_preset_exits_2(wl, cache_dir):
 
 
 def test_prepare_writes_shards_and_manifest(tmp_path, wl, cache_dir):
+    """The byte tokenizer end to end (the BPE path and the held-out split: test_llm_data.py)."""
     src = tmp_path / "corpus"
     src.mkdir()
     (src / "a.txt").write_text("hello world\n" * 100)
     (src / "b.txt").write_text("héllo\n")
     out = tmp_path / "shards"
     proc = wl.run_module("workloads.llm.prepare", ["--out", str(out), "--source", str(src),
-                                          "--shard-tokens", "500"], cache_dir)
+                                                   "--tokenizer", "byte", "--val-fraction", "0",
+                                                   "--shard-tokens", "500"], cache_dir)
     assert proc.returncode == 0, proc.stderr
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["tokenizer"] == "bytes" and manifest["dtype"] == "uint16"
+    assert manifest["tokenizer"] == "byte" and manifest["dtype"] == "uint16"
     assert manifest["total_tokens"] == 1200 + 1 + len("héllo\n".encode()) + 1
-    assert sum(s["tokens"] for s in manifest["shards"]) == manifest["total_tokens"]
-    assert len(manifest["shards"]) == 2  # shards end on document boundaries
+    train = manifest["splits"]["train"]
+    assert sum(s["tokens"] for s in train) == manifest["total_tokens"]
+    assert len(train) >= 2  # --shard-tokens 500 starts new shards
     again = wl.run_module("workloads.llm.prepare", ["--out", str(out)], cache_dir)
     assert again.returncode == 2 and "already exists" in again.stderr

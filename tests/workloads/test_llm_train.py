@@ -6,7 +6,9 @@ logged float loss with ``==``: CPU runs are bit-for-bit reproducible for a fixed
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import shutil
 import signal
 import subprocess
@@ -19,10 +21,13 @@ STEPS = ["--max-steps", "30", "--checkpoint-every", "10", "--seed", "7"]
 
 @pytest.fixture(scope="module")
 def baseline2(tmp_path_factory, wl, cache_dir):
-    """An uninterrupted 2-process torchrun run, with asynchronous checkpoints (the GPU default)."""
+    """An uninterrupted 2-process torchrun run, with asynchronous checkpoints (the GPU default)
+    and an evaluation every 10 steps (the interrupted runs evaluate at the end only: the
+    held-out passes change nothing in training)."""
     d = tmp_path_factory.mktemp("baseline2")
     proc = wl.run_train([*wl.TINY, *STEPS, "--async-checkpoint", "--checkpoint-dir", str(d / "ckpt"),
-                         "--metrics-file", str(d / "m.jsonl")], wl.base_env(cache_dir), nproc=2)
+                         "--metrics-file", str(d / "m.jsonl"), "--eval-every", "10",
+                         "--tensorboard-dir", str(d / "tb")], wl.base_env(cache_dir), nproc=2)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     (d / "stdout.txt").write_text(proc.stdout)
     return d, wl.read_metrics(d / "m.jsonl")
@@ -54,8 +59,34 @@ def test_torchrun_two_processes_loss_falls(baseline2):
     assert events[-1]["event"] == "done"
     # the banner names the data: no --data is the built-in corpus, with its size and source
     banner = (d / "stdout.txt").read_text()
-    assert "data: the built-in corpus (" in banner and "M tokens, bytes tokenizer" in banner
+    assert "data: the built-in corpus (" in banner and "M tokens, byte tokenizer" in banner
     assert "stdlib .py sources" in banner
+
+
+def test_evaluation_every_n_steps_and_what_the_checkpoint_root_carries(baseline2):
+    """Held-out loss at 10, 20 and 30 (falling), in the metrics file, on the step records the
+    Prometheus sidecar serves, and in TensorBoard; model.json and tokenizer.json at the root."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from workloads.llm.config import PRESETS
+
+    d, (steps, events) = baseline2
+    evals = [e for e in events if e["event"] == "eval"]
+    assert [e["step"] for e in evals] == [10, 20, 30]
+    assert evals[0]["eval_loss"] > evals[-1]["eval_loss"]
+    for e in evals:
+        assert e["eval_perplexity"] == pytest.approx(math.exp(e["eval_loss"]))
+        assert e["eval_tokens"] == 20 * 2 * 8 * 64  # batches x ranks x micro-batch x seq
+    assert steps[25]["eval_loss"] == evals[1]["eval_loss"] and steps[25]["eval_step"] == 20
+    assert "eval_loss" not in steps[5]
+    tb = EventAccumulator(str(d / "tb"))
+    tb.Reload()
+    assert [e.step for e in tb.Scalars("eval/loss")] == [10, 20, 30]
+    assert len(tb.Scalars("train/loss")) == 30
+    desc = json.loads((d / "ckpt" / "model.json").read_text())
+    assert desc == {"model": dataclasses.asdict(PRESETS["tiny"].model), "preset": "tiny",
+                    "tokenizer": "byte"}
+    assert json.loads((d / "ckpt" / "tokenizer.json").read_text())["model"]["type"] == "BPE"
 
 
 def test_sigkill_one_worker_resumes_exactly(baseline2, tmp_path, wl, cache_dir):
@@ -63,13 +94,18 @@ def test_sigkill_one_worker_resumes_exactly(baseline2, tmp_path, wl, cache_dir):
     step-10 checkpoint and finish with the very same losses as the uninterrupted run (which
     saved asynchronously; this one synchronously: the checkpoint mode changes nothing)."""
     env = wl.base_env(cache_dir, TRAINYARD_FAULT_KILL_STEP="15", TRAINYARD_FAULT_KILL_RANK="1")
-    proc = wl.run_train([*wl.TINY, *STEPS, "--checkpoint-dir", str(tmp_path / "ckpt"),
-                         "--metrics-file", str(tmp_path / "m.jsonl")], env, nproc=2,
-                        max_restarts=1)
+    # --log-every 2: steps 11-14 reach the metrics file before the kill, and are redone
+    proc = wl.run_train([*wl.TINY, *STEPS, "--log-every", "2", "--checkpoint-dir",
+                         str(tmp_path / "ckpt"), "--metrics-file", str(tmp_path / "m.jsonl")],
+                        env, nproc=2, max_restarts=1)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "(exitcode: -9) local_rank: 1" in proc.stderr  # torchrun saw the SIGKILL
     steps, events = wl.read_metrics(tmp_path / "m.jsonl")
-    assert [e["step"] for e in events if e["event"] == "resume"] == [10]
+    resumes = [e for e in events if e["event"] == "resume"]
+    assert [e["step"] for e in resumes] == [10] and resumes[0]["dropped_records"] >= 4
+    logged = [json.loads(x)["step"] for x in (tmp_path / "m.jsonl").read_text().splitlines()
+              if '"loss"' in x]
+    assert logged == list(range(1, 31))  # the steps redone after the resume appear once
     _, (base, _) = baseline2
     assert steps[30]["loss"] == base[30]["loss"]
     assert all(steps[s]["loss"] == base[s]["loss"] for s in range(11, 31))
@@ -183,7 +219,8 @@ def test_s3_data_and_checkpoints_survive_kill_and_transient_errors(baseline1, s3
     proxy.reset(every=5, max_failures=9)
     cache = tmp_path / "cache"  # a fresh node: nothing cached yet
     args = [*wl.TINY, *STEPS, "--keep-last", "2", "--data", "s3://e2e-data/sets/small",
-            "--checkpoint-dir", "s3://e2e-ckpt/runs/r1", "--metrics-file", str(tmp_path / "m.jsonl")]
+            "--checkpoint-dir", "s3://e2e-ckpt/runs/r1", "--metrics-file", str(tmp_path / "m.jsonl"),
+            "--tensorboard-dir", "s3://e2e-ckpt/tb/r1"]
     first = wl.run_train(args, wl.base_env(cache, TRAINYARD_FAULT_KILL_STEP="15", **env))
     assert first.returncode == -signal.SIGKILL, first.stdout + first.stderr
     second = wl.run_train(args, wl.base_env(cache, **env))
@@ -196,7 +233,103 @@ def test_s3_data_and_checkpoints_survive_kill_and_transient_errors(baseline1, s3
     objs = {o["Key"]: o["Size"] for o in direct.list_objects_v2(Bucket="e2e-ckpt")["Contents"]}
     assert sorted({k.split("/")[2] for k in objs if "/step-" in k}) == \
         ["step-00000020", "step-00000030"]  # keep-last 2
+    assert json.loads(direct.get_object(Bucket="e2e-ckpt", Key="runs/r1/model.json")["Body"]
+                      .read())["preset"] == "tiny"  # beside the checkpoints, for export
+    assert any(k.startswith("tb/r1/events.out.tfevents.") for k in objs)  # uploaded TensorBoard
     manifest = json.loads(direct.get_object(Bucket="e2e-ckpt", Key="runs/r1/step-00000030/"
                                             "MANIFEST.json")["Body"].read())
     for name, size in manifest["files"].items():
         assert objs[f"runs/r1/step-00000030/{name}"] == size
+
+
+def test_a_non_finite_loss_stops_before_saving_and_the_good_checkpoint_stays(baseline1, tmp_path,
+                                                                            wl, cache_dir,
+                                                                            small_data):
+    """Resumed from step 20 with an absurd learning rate: the weights blow up, the loss turns
+    non-finite, the run stops with one line at the next sync point (step 30 would be a
+    checkpoint: it is never written) and exits 1; ``latest`` still names step 20."""
+    base_dir, _ = baseline1
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(base_dir / "ckpt", ckpt)
+    shutil.rmtree(ckpt / "step-00000030")
+    (ckpt / "latest").write_text("step-00000020")
+    proc = wl.run_train([*wl.TINY, *STEPS, "--data", str(small_data), "--lr", "1e30",
+                         "--checkpoint-dir", str(ckpt), "--metrics-file",
+                         str(tmp_path / "m.jsonl")], wl.base_env(cache_dir))
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr
+    assert "llm: error: non-finite" in lines[0] and "the newest checkpoint (step 20)" in lines[0]
+    assert (ckpt / "latest").read_text() == "step-00000020"
+    assert sorted(p.name for p in ckpt.glob("step-*")) == ["step-00000010", "step-00000020"]
+    _, events = wl.read_metrics(tmp_path / "m.jsonl")
+    assert [e["event"] for e in events] == ["resume", "non_finite"]
+
+
+def test_resuming_with_more_steps_keeps_the_warmup(baseline1, tmp_path, wl, cache_dir,
+                                                  small_data):
+    """The 30-step run warmed up over 3 steps (max_steps // 10); resumed with --max-steps 60 it
+    keeps those 3 (a fresh 60-step run would take 6) and follows the longer cosine."""
+    from workloads.llm.config import TrainConfig
+    from workloads.llm.parallel import Schedule
+
+    base_dir, (base, _) = baseline1
+    assert base[3]["lr"] == pytest.approx(3e-3) and base[2]["lr"] < base[3]["lr"]
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(base_dir / "ckpt", ckpt)
+    args = [*wl.TINY, "--max-steps", "40", "--checkpoint-every", "10", "--seed", "7",
+            "--data", str(small_data), "--checkpoint-dir", str(ckpt),
+            "--metrics-file", str(tmp_path / "m.jsonl")]
+    proc = wl.run_train(args, wl.base_env(cache_dir))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    steps, _ = wl.read_metrics(tmp_path / "m.jsonl")
+    kept = Schedule.of(TrainConfig(max_steps=40), warmup=3)
+    assert [steps[s]["lr"] for s in range(31, 41)] == [kept.lr(s) for s in range(31, 41)]
+    assert Schedule.of(TrainConfig(max_steps=40)).warmup == 4  # what it would have moved to
+
+
+def test_hsdp_on_two_nodes_of_two_matches_one_process(tmp_path, wl, cache_dir):
+    """Two torchrun "nodes" of 2 gloo workers each (static rendezvous on localhost): the mesh is
+    HSDP 2 x 2 (replicate across nodes, shard within), and its losses are those of one process
+    taking the same 32 windows per step (every world size starts from the same weights), up to
+    float summation order: the gradients are averaged over both mesh dimensions."""
+    import socket
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    args = [*wl.TINY, "--max-steps", "4", "--log-every", "2", "--eval-batches", "2",
+            "--checkpoint-dir", str(tmp_path / "ckpt"), "--checkpoint-every", "4"]
+    procs = [subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", f"--node-rank={r}",
+         "--nproc-per-node=2", "--master-addr=127.0.0.1", f"--master-port={port}",
+         "-m", "workloads.llm.train", *args, "--metrics-file", str(tmp_path / f"m{r}.jsonl")],
+        cwd=wl.REPO, env=wl.base_env(cache_dir), stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True) for r in (0, 1)]
+    outs = [p.communicate(timeout=240)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    assert "world 4 on cpu (HSDP 2 x 2)" in outs[0]
+    manifest = json.loads((tmp_path / "ckpt" / "step-00000004" / "MANIFEST.json").read_text())
+    assert manifest["world_size"] == 4
+    hsdp, _ = wl.read_metrics(tmp_path / "m0.jsonl")  # rank 0 is on node 0
+    one = wl.run_train([*wl.TINY, "--max-steps", "4", "--micro-batch-size", "32",
+                        "--eval-batches", "0", "--metrics-file", str(tmp_path / "one.jsonl")],
+                       wl.base_env(cache_dir))
+    assert one.returncode == 0, one.stdout + one.stderr
+    ref, _ = wl.read_metrics(tmp_path / "one.jsonl")
+    for s in range(1, 5):
+        assert hsdp[s]["loss"] == pytest.approx(ref[s]["loss"], rel=1e-4), s
+
+
+def test_resuming_another_model_is_refused_before_loading(baseline1, tmp_path, wl, cache_dir,
+                                                         small_data):
+    base_dir, _ = baseline1
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(base_dir / "ckpt", ckpt)
+    proc = wl.run_train([*wl.TINY, *STEPS, "--data", str(small_data), "--vocab-size", "512",
+                         "--checkpoint-dir", str(ckpt)], wl.base_env(cache_dir))
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--checkpoint-dir" in lines[0]
+    assert "holds checkpoints of another model (vocab_size 256 -> 512)" in lines[0]

@@ -49,10 +49,12 @@ def test_docstring_has_laptop_and_cluster_commands(wl, tmp_path):
     assert proc.returncode == 0 and "--checkpoint-every" in proc.stdout
 
 
-def test_bench_prints_one_json_line_on_cpu(capsys):
+def test_bench_prints_one_json_line_on_cpu(capsys, tmp_path, monkeypatch):
     from workloads.vision import bench
 
-    assert bench.main(["--steps", "2", "--warmup", "1", "--device", "cpu"]) == 0
+    monkeypatch.setenv("TRAINYARD_CACHE", str(tmp_path))
+    assert bench.main(["--steps", "2", "--warmup", "1", "--device", "cpu", "--input-workers",
+                       "0,1", "--input-batches", "2"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 1
     result = json.loads(lines[0])
@@ -60,21 +62,49 @@ def test_bench_prints_one_json_line_on_cpu(capsys):
     assert result["images_per_s"] > 0 and result["peak_mem_gib"] > 0
     assert result["precision"] == "fp32" and result["mfu"] is None
     assert result["train_flops_per_image"] == 6 * result["forward_gmacs_per_image"] * 1e9
+    assert set(result["input_images_per_s"]) == {"0", "1"} and result["input_data"] == "synthetic"
+    assert all(r > 0 for r in result["input_images_per_s"].values())
+    assert result["bound"] in ("input pipeline", "model step")
 
 
-def test_bench_bad_preset_exits_2(wl, tmp_path):
-    proc = wl.run_module("workloads.vision.bench", ["--preset", "nope"], tmp_path)
-    assert proc.returncode == 2 and "--preset" in proc.stderr and "Traceback" not in proc.stderr
+@pytest.mark.parametrize(("args", "flag"), [(["--preset", "nope"], "--preset"),
+                                            (["--input-workers", "0,x"], "--input-workers"),
+                                            (["--data", "/nonexistent"], "--data")])
+def test_bench_bad_flags_exit_2(args, flag, wl, tmp_path):
+    proc = wl.run_module("workloads.vision.bench", args, tmp_path)
+    assert proc.returncode == 2 and flag in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_prepare_synthetic_shards(tmp_path, capsys):
     from workloads.vision import prepare
 
     out = tmp_path / "shards"
-    assert prepare.main(["--out", str(out), "--synthetic", "300", "--shard-size", "128"]) == 0
+    assert prepare.main(["--out", str(out), "--synthetic", "300", "--shard-size", "128",
+                         "--val-fraction", "0.1"]) == 0
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["total"] == 300 and [s["count"] for s in manifest["shards"]] == [128, 128, 44]
-    assert manifest["image_size"] == [32, 32] and "not real data" in manifest["source"]
+    train, val = manifest["splits"]["train"], manifest["splits"]["val"]
+    assert (train["count"], val["count"]) == (270, 30)
+    assert [s["count"] for s in train["shards"]] == [128, 128, 14]
+    assert all((out / s["name"]).stat().st_size == s["bytes"] for s in train["shards"])
+    assert manifest["image_sizes"]["max"] == [37, 37] and "not real data" in manifest["source"]
+    assert manifest["classes"] == [f"class-{i:04d}" for i in range(10)]
+    assert "wrote 270 training and 30 held-out images of 10 classes in 4 shards" in \
+        capsys.readouterr().out
     with pytest.raises(SystemExit) as e:
         prepare.main(["--out", str(out), "--synthetic", "3"])
     assert e.value.code == 2 and "already exists" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--synthetic", "10", "--images", "x"], "give either --images DIR or --synthetic N"),
+    (["--images", "/nonexistent"], "--images: '/nonexistent' is not a directory"),
+    (["--synthetic", "10", "--val-fraction", "1.5"], "--val-fraction: must be in [0, 1)"),
+    (["--synthetic", "10", "--shard-size", "0"], "--shard-size: must be > 0"),
+])
+def test_prepare_bad_input_exits_2_with_one_line(args, message, tmp_path, capsys):
+    from workloads.vision import prepare
+
+    with pytest.raises(SystemExit) as e:
+        prepare.main(["--out", str(tmp_path / "o"), *args])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1 and message in err

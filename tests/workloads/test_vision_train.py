@@ -1,6 +1,7 @@
 """Vision end to end on CPU: torchrun + gloo + DDP, SIGKILL resume, SIGTERM -> checkpoint + 75.
 
-Every run uses the tiny preset on synthetic images, 30 steps, a checkpoint every 10. Exactness
+Every run uses the tiny preset on the synthetic JPEG shards (decoded and augmented by the
+real-image loader), 30 steps, a checkpoint every 10. Exactness
 claims compare the logged float loss with ``==``: CPU runs are bit-for-bit reproducible for a
 fixed seed, world size and thread count.
 """
@@ -69,6 +70,28 @@ def test_sigkill_one_worker_resumes_exactly(baseline, tmp_path, wl):
     _, _, (base, _) = baseline
     assert steps[30]["loss"] == base[30]["loss"]
     assert all(steps[s]["loss"] == base[s]["loss"] for s in range(11, 31))
+
+
+def test_sigkill_of_a_single_process_with_workers_resumes_exactly(tmp_path, wl):
+    """One process decoding in 2 DataLoader workers, killed after step 15, run again: it
+    resumes at step 10's data position and logs the very losses of an uninterrupted run (with
+    no workers at all: batches do not depend on the worker count)."""
+    def run(name, workers, **env):
+        d = tmp_path / name
+        args = [*ARGS, "--workers", str(workers), "--checkpoint-dir", str(d / "ckpt"),
+                "--metrics-file", str(d / "m.jsonl")]
+        return run_vision(wl, args, wl.base_env(tmp_path / "cache", **env)), d
+
+    base, bd = run("base", 0)
+    assert base.returncode == 0, base.stderr
+    killed, kd = run("killed", 2, TRAINYARD_FAULT_KILL_STEP="15")
+    assert killed.returncode == -9
+    again, _ = run("killed", 2)
+    assert again.returncode == 0, again.stderr
+    steps, events = wl.read_metrics(kd / "m.jsonl")
+    assert [e["step"] for e in events if e["event"] == "resume"] == [10]
+    ref, _ = wl.read_metrics(bd / "m.jsonl")
+    assert all(steps[s]["loss"] == ref[s]["loss"] for s in range(1, 31))
 
 
 @pytest.mark.parametrize("nproc", [0, 2], ids=["python", "torchrun"])

@@ -19,6 +19,19 @@ from workloads.vision.model import ResNet
 from workloads.vision.parallel import lr_at
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _cache(tmp_path_factory):
+    """In-process builds write the synthetic JPEG set here once, not into ~/.cache, and use one
+    intra-op thread (oversubscribed, a step takes 10x longer on the shared cores)."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("TRAINYARD_CACHE", str(tmp_path_factory.mktemp("vision-cache")))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the subprocess runs (OMP_NUM_THREADS=1): 2 shared cores
+    yield
+    torch.set_num_threads(threads)
+    mp.undo()
+
+
 def _hook_macs(cfg: ModelConfig) -> int:
     """MACs counted from the real module graph on the meta device (conv + linear)."""
     with torch.device("meta"):
@@ -175,14 +188,14 @@ def test_fp16_loss_scaler_survives_a_checkpoint_exactly(tmp_path):
     b = build(cfg, info)
     assert b.scaler.is_enabled()
     _steps(b, cfg, info, 1, 3)
-    state = TrainState(b, info)
+    state = TrainState(b, info, cfg)
     state.step = 3
     store = CheckpointStore(str(tmp_path), info)
     store.save({"train": state}, 3)
     tail = _steps(b, cfg, info, 4, 3)
     scale = b.scaler.state_dict()
     fresh = build(cfg, info)
-    resumed = TrainState(fresh, info)
+    resumed = TrainState(fresh, info, cfg)
     assert store.load({"train": resumed}, log=lambda *_: None) == 3 and resumed.step == 3
     assert fresh.scaler.state_dict()["_growth_tracker"] == 3
     assert _steps(fresh, cfg, info, 4, 3) == tail and fresh.scaler.state_dict() == scale

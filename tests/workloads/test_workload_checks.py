@@ -6,6 +6,7 @@ device's memory cannot hold. Plus: every workload CLI's --help says what it does
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -51,23 +52,42 @@ def test_unwritable_metrics_file_and_prepare_out_exit_2(wl, tmp_path):
 
 
 def _token_shards(root, tokens: np.ndarray, **manifest) -> None:
+    """A version-1 dataset (raw uint16, no header: what the loader still reads)."""
     root.mkdir()
     tokens.astype("<u2").tofile(root / "shard-00000.bin")
     (root / "manifest.json").write_text(json.dumps({
-        "dtype": "uint16", "vocab_size": 50257, "tokenizer": "gpt2",
-        "shards": [{"file": "shard-00000.bin", "tokens": int(tokens.size)}], **manifest}))
+        "format": "trainyard-tokens-v1", "dtype": "uint16", "vocab_size": 50257,
+        "tokenizer": "gpt2", "shards": [{"file": "shard-00000.bin", "tokens": int(tokens.size)}],
+        **manifest}))
 
 
 def test_token_ids_past_the_model_vocabulary_exit_2_when_the_data_is_opened(wl, tmp_path):
     data = tmp_path / "bpe"
     _token_shards(data, np.arange(20_000) % 50257)  # no max_token_id: the loader scans
     ckpt, metrics = tmp_path / "ckpt", tmp_path / "m.jsonl"
-    proc = wl.run_module("workloads.llm.train", ["--data", str(data), "--checkpoint-dir",
-                                                 str(ckpt), "--metrics-file", str(metrics)],
-                         tmp_path)
+    proc = wl.run_module("workloads.llm.train", ["--data", str(data), "--vocab-size", "256",
+                                                 "--checkpoint-dir", str(ckpt),
+                                                 "--metrics-file", str(metrics)], tmp_path)
     wl.assert_config_error(proc, "--data", "holds token ids up to 19999")
     assert "model's vocabulary is 256" in proc.stderr
     assert not ckpt.exists() and not metrics.exists()  # nothing started, nothing written
+
+
+def test_the_models_vocabulary_is_the_datas_padded(tmp_path):
+    from workloads.llm.config import TrainConfig
+    from workloads.llm.trainer import open_data
+
+    _token_shards(tmp_path / "d", np.arange(20_000) % 50257)
+    cfg, loader, _ = open_data(TrainConfig(data=str(tmp_path / "d"), eval_batches=0),
+                               DistInfo())
+    assert cfg.model.vocab_size == 50304 and loader.vocab_size == 50257  # tiny + the data's
+    cfg, _, _ = open_data(TrainConfig(data=str(tmp_path / "d"), vocab_size=50400,
+                                      eval_batches=0), DistInfo())
+    assert cfg.model.vocab_size == 50400  # --vocab-size wins
+    with pytest.raises(ConfigError, match="model's vocabulary is 19968"):
+        open_data(TrainConfig(data=str(tmp_path / "d"), vocab_size=19968), DistInfo())
+    cfg, _, held_out = open_data(TrainConfig(data="synthetic"), DistInfo())
+    assert cfg.model.vocab_size == 256 and held_out is not None  # the preset's
 
 
 def test_manifest_max_token_id_is_checked_without_a_scan(tmp_path):
@@ -121,10 +141,10 @@ def test_the_readme_1b_bench_is_refused_on_a_24_gib_cpu_and_fits_an_80_gb_gpu(mo
 
     cfg = TrainConfig(preset="1b", data="synthetic")
     monkeypatch.setattr(memory, "cpu_available", lambda: (24 * GIB, "test"))
-    with pytest.raises(ConfigError, match=r"needs about 79\.9 GiB .* AdamW 9\.80 .* 24\.0 GiB"):
+    with pytest.raises(ConfigError, match=r"needs about 51\.7 GiB .* AdamW 9\.21 .* 24\.0 GiB"):
         memory.check_fits(cfg.memory_estimate(1, cuda=False), torch.device("cpu"), "1b")
-    # bf16 on one GPU: 16 B/param + 2 B bf16 copies + activations, well inside 80 GB
-    assert 50 * GIB < cfg.memory_estimate(1, cuda=True).total < 60 * GIB
+    # bf16 on one GPU: 16 B/param + 2 B bf16 copies + activations, inside 80 GB
+    assert 40 * GIB < cfg.memory_estimate(1, cuda=True).total < 45 * GIB
     # FSDP over 8 GPUs shards the 16 B/param, not the activations
     eight = dict(cfg.memory_estimate(8, cuda=True).parts)
     assert eight["AdamW"] == dict(cfg.memory_estimate(1, cuda=True).parts)["AdamW"] / 8
@@ -143,16 +163,75 @@ def test_the_readme_1b_bench_is_refused_on_a_24_gib_cpu_and_fits_an_80_gb_gpu(mo
 def test_estimates_count_the_models_parameters():
     from workloads.llm.config import PRESETS as LLM
     from workloads.llm.config import ModelConfig
-    from workloads.llm.model import GPT
+    from workloads.llm.model import Llama
     from workloads.vision.config import PRESETS as VISION
     from workloads.vision.model import ResNet
 
-    for model in (LLM["tiny"].model, ModelConfig(n_layer=3, n_head=4, d_model=96, seq_len=32,
-                                                 vocab_size=1000)):
-        assert model.params == GPT(model).num_params(non_embedding=False)
+    for model in (*(p.model for p in LLM.values()),
+                  ModelConfig(n_layer=3, n_head=4, d_model=96, seq_len=32, vocab_size=1000,
+                              tie_embeddings=False, n_kv_head=1, ffn_dim=100)):
+        with torch.device("meta"):
+            real = Llama(model)
+        assert model.params == sum(p.numel() for p in real.parameters())
     for preset in VISION.values():
         assert preset.model.num_params() == ResNet(preset.model).num_params()
     assert VISION["resnet50"].model.num_params() == 25_557_032
+
+
+def test_flops_formula_counts_the_models_matmuls():
+    """torch's FLOP counter on a real forward + backward: every matmul parameter 6 times per
+    token (on CPU it leaves out SDPA, the 12·L·H·Q·T term). That is nanoGPT's 6·N less the
+    RMSNorm weights (no matmul); torchtitan's also leaves out the tied head."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from workloads.common.mfu import model_flops_per_token
+    from workloads.llm.config import PRESETS, ModelConfig
+    from workloads.llm.model import Llama
+
+    for m in (PRESETS["tiny"].model, ModelConfig(n_layer=2, n_head=4, n_kv_head=1, d_model=32,
+                                                 seq_len=16, vocab_size=128,
+                                                 tie_embeddings=False)):
+        torch.manual_seed(0)
+        model = Llama(m)
+        x = torch.randint(0, m.vocab_size, (2, m.seq_len))
+        with FlopCounterMode(display=False) as counter:
+            model(x, x).backward()
+        per_token = counter.get_total_flops() / x.numel()
+        norms = (2 * m.n_layer + 1) * m.d_model
+        lookup = 0 if m.tie_embeddings else m.vocab_size * m.d_model  # untied: no matmul
+        attention = 12 * m.n_layer * m.n_head * m.head_dim * m.seq_len
+        assert per_token == 6 * (m.params - norms - lookup)
+        assert model_flops_per_token(m, "nanogpt") == per_token + 6 * (norms + lookup) + attention
+        head = 0 if m.tie_embeddings else m.vocab_size * m.d_model  # torchtitan counts it untied
+        assert model_flops_per_token(m) == 6 * (m.non_embedding_params + head) + attention
+        assert model_flops_per_token(m) == per_token + 6 * norms + attention - \
+            (6 * m.vocab_size * m.d_model if m.tie_embeddings else 0)
+
+
+def test_checkpoint_bytes_is_what_dcp_writes(tmp_path):
+    """The estimate against a real checkpoint of the tiny model: the tensors DCP stored (the
+    tied embedding once) are 12 bytes per parameter, plus AdamW's step counters."""
+    import torch.distributed.checkpoint as dcp
+
+    from workloads.common.checkpoint import CheckpointStore
+    from workloads.llm.config import TrainConfig
+    from workloads.llm.parallel import Schedule
+    from workloads.llm.trainer import TrainState, build, train_step
+
+    cfg = TrainConfig(data="synthetic", checkpoint_dir=str(tmp_path))
+    info = DistInfo()
+    b = build(cfg, info)
+    train_step(b, Schedule.of(cfg), 1)
+    state = TrainState(b.model, b.optimizer, b.loader, info, 3)
+    CheckpointStore(str(tmp_path), info).save({"train": state}, 1)
+    meta = dcp.FileSystemReader(str(tmp_path / "step-00000001")).read_metadata()
+    tensors = {k: v for k, v in meta.state_dict_metadata.items() if hasattr(v, "size")}
+    stored = sum(4 * math.prod(v.size) for v in tensors.values())
+    steps = [k for k in tensors if k.endswith(".step")]  # one fp32 scalar per parameter
+    assert "train.model.lm_head.weight" not in tensors
+    assert "train.model.embed_tokens.weight" in tensors
+    assert stored == cfg.checkpoint_bytes(nodes=1) + 4 * len(steps)
+    assert cfg.checkpoint_bytes(nodes=4) == cfg.checkpoint_bytes(nodes=1) / 4
 
 
 def test_cpu_available_reads_proc_meminfo():
@@ -169,12 +248,12 @@ def test_first_run_corpus_build_says_what_it_does(tmp_path, monkeypatch, capsys)
 
     monkeypatch.setenv("TRAINYARD_CACHE", str(tmp_path))
     real = prepare.build_default
-    monkeypatch.setattr(prepare, "build_default", lambda out: real(out, max_tokens=1000))
+    monkeypatch.setattr(prepare, "build_default", lambda out: real(out, max_tokens=100_000))
     root = resolve_data(None, DistInfo())
     out = capsys.readouterr().out
     assert f"building the built-in corpus once (the Python standard library's .py sources as " \
            f"byte tokens, about 12M tokens) into {root}" in out
-    assert "built 1,000 tokens in" in out
+    assert "built 100,000 tokens in" in out
     resolve_data(None, DistInfo())
     assert capsys.readouterr().out == ""  # built once
 

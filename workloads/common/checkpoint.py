@@ -17,9 +17,15 @@ boto3 (retries configured in ``s3.py``); the manifest, then the marker, are uplo
 rank's files are in. On resume each node downloads the chosen checkpoint to its staging dir.
 
 Async (GPU): ``dcp.async_save`` copies the state to CPU and writes in a background thread, as do
-the uploads; the trainer calls ``finalize()`` once every rank reports ``ready()`` (it folds that
-flag into its per-step all-reduce, so all ranks agree on the step) and the manifest and marker
-are written then. On CPU saves are synchronous and finalised at once.
+the uploads. The copy goes into pinned host buffers (a ``DefaultStager`` with pinned memory,
+kept across saves, so later saves reuse them; the copy itself is synchronous, so training may
+change the weights as soon as ``save`` returns). The trainer calls ``finalize()`` once every
+rank reports ``ready()`` (its per-step flag exchange carries that flag, so all ranks agree on
+the step) and the manifest and marker are written then. On CPU saves are synchronous and
+finalised at once.
+
+Files at the root besides those (``write_root_file``): the workload's description of what the
+checkpoint holds, e.g. the LLM's ``model.json`` and ``tokenizer.json``.
 """
 
 from __future__ import annotations
@@ -85,6 +91,13 @@ class CheckpointStore:
         self.uri, self.info, self.keep_last = uri, info, keep_last
         self.use_async, self.group = use_async, group
         self._pending: tuple[int, Future] | None = None
+        self._stager = None
+        if use_async and info.device.type == "cuda":
+            from torch.distributed.checkpoint.staging import DefaultStager, StagingOptions
+
+            self._stager = DefaultStager(StagingOptions(
+                use_pinned_memory=True, use_shared_memory=False, use_async_staging=False,
+                use_non_blocking_copy=True))
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ckpt-upload")
         if uri.startswith("s3://"):
             self.bucket, self.prefix = parse_s3_url(uri, "--checkpoint-dir")
@@ -128,6 +141,15 @@ class CheckpointStore:
         if self.client is not None:
             s3util.delete_prefix(self.client, self.bucket, s3util.join_key(self.prefix, name))
         shutil.rmtree(self.local / name, ignore_errors=True)
+
+    def write_root_file(self, name: str, data: bytes) -> None:
+        """Write ``name`` at the checkpoint root (rank 0 only; local or S3)."""
+        if self.info.is_main:
+            self._write(name, data)
+
+    def read_root_file(self, name: str) -> bytes | None:
+        """``name`` at the checkpoint root, or None (any rank)."""
+        return self._read(name)
 
     # ----- completeness -----
     def check(self, step: int) -> str | None:
@@ -174,7 +196,9 @@ class CheckpointStore:
         barrier(self.group)
         path = self.local / name
         if self.use_async:
-            resp = dcp.async_save(state, checkpoint_id=str(path), process_group=self.group)
+            extra = {"async_stager": self._stager} if self._stager is not None else {}
+            resp = dcp.async_save(state, checkpoint_id=str(path), process_group=self.group,
+                                  **extra)
             written = getattr(resp, "upload_completion", resp)
         else:
             _quiet(dcp.save, state, checkpoint_id=str(path), process_group=self.group)
@@ -255,6 +279,9 @@ class CheckpointStore:
     def close(self) -> None:
         self.finalize()
         self._pool.shutdown(wait=True)
+        if self._stager is not None:
+            self._stager.close()
+            self._stager = None
 
 
 def _local_world_size() -> int:

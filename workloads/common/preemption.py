@@ -1,10 +1,12 @@
 """Spot-drain handling: SIGTERM asks the job to stop at the next step boundary.
 
-The handler only sets a flag. The training loop checks it once per step, after folding it into
-its per-step all-reduce so every rank stops at the *same* step (torchrun forwards SIGTERM to the
-workers of its own node only; ranks on other nodes learn it from the all-reduce), saves a
+The handler only sets a flag. The training loop exchanges it every step (a small gloo
+all-reduce on CPU, started before the step and read after it: no GPU sync; see
+``workloads.common.loop``) so every rank stops at the *same* step (torchrun forwards SIGTERM to
+the workers of its own node only; ranks on other nodes learn it from the exchange), saves a
 checkpoint and exits with ``EXIT_PREEMPTED`` (75, see ``workloads.common.cli``) so the
-TrainJob restarts and resumes.
+TrainJob restarts and resumes. Worst case: the rest of the step the signal arrived in, one more
+step, then the save.
 
 Under torchrun the process Kubernetes sees is torchrun, which exits 1 whatever its workers did.
 ``workloads.common.launch`` runs torchrun and exits 75 when the workers stopped this way: each
@@ -14,8 +16,8 @@ launcher creates and reads back.
 Time budget (components/services/trainjob.py ``interruption_budget``): EC2 gives a 2-minute Spot notice;
 Karpenter (or the managed node group) evicts the pod, the kubelet sends SIGTERM to torchrun,
 torchrun forwards it to the workers and waits ``--shutdown-timeout`` seconds before SIGKILL; the
-pod's terminationGracePeriodSeconds caps the whole. The rest of the step plus one checkpoint
-has to fit in torchrun's timeout.
+pod's terminationGracePeriodSeconds caps the whole. Up to two steps plus one checkpoint have to
+fit in torchrun's timeout.
 """
 
 from __future__ import annotations

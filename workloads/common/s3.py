@@ -123,6 +123,17 @@ def upload_dir(client, local: Path, bucket: str, prefix: str, names: list[str]) 
         client.upload_file(str(local / name), bucket, join_key(prefix, name))
 
 
+def download_file(client, bucket: str, key: str, dest: Path) -> None:
+    """``key`` to ``dest`` via a ``.part`` file renamed into place (never a half file there)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.part-{os.getpid()}")
+    try:
+        client.download_file(bucket, key, str(tmp))
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def download_prefix(client, bucket: str, prefix: str, dest: Path) -> dict[str, int]:
     """Download every object under ``prefix`` into ``dest`` (keeping relative paths)."""
     objs = list_objects(client, bucket, prefix)

@@ -20,6 +20,7 @@ from workloads.common.config import (
     check_non_negative,
     check_positive,
     check_s3,
+    check_writable_dir,
     flag,
 )
 from workloads.common.memory import MemoryEstimate
@@ -27,6 +28,9 @@ from workloads.common.memory import MemoryEstimate
 BLOCKS = ("basic", "bottleneck")
 STEMS = ("imagenet", "small")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+SYNTHETIC = ("synthetic", "device")
+"""--data values that generate images: JPEG shards written on first use, or tensors made on the
+device (no decoding; what the benchmark's model step uses)."""
 
 
 @dataclass(frozen=True)
@@ -148,13 +152,15 @@ class Preset:
     batch (Goyal et al., "Accurate, Large Minibatch SGD")."""
     warmup_steps: int
     """Linear warm-up steps (capped at max_steps // 10 for short runs)."""
+    min_crop: float = 0.08
+    """Smallest area fraction a random-resized crop keeps (0.08: the ImageNet recipe)."""
 
 
 PRESETS: dict[str, Preset] = {
     # Seconds on a laptop CPU: a ResNet-8-like net on 32x32 images, 10 classes.
     "tiny": Preset(ModelConfig(block="basic", layers=(1, 1, 1), width=16, stem="small",
                                num_classes=10, image_size=32),
-                   batch_size=16, lr=3.2, warmup_steps=5),
+                   batch_size=16, lr=3.2, warmup_steps=5, min_crop=0.35),
     "resnet18": Preset(ModelConfig(block="basic", layers=(2, 2, 2, 2), width=64, stem="imagenet",
                                    num_classes=1000, image_size=224),
                        batch_size=256, lr=0.1, warmup_steps=1000),
@@ -173,8 +179,11 @@ class TrainConfig(RunConfig):
     preset: str = "tiny"
     """Model: one of PRESETS (default tiny)."""
     data: str = "synthetic"
-    """``synthetic`` (generated class-structured images, no I/O) or a directory / s3://bucket/prefix
-    of uint8 .npy shards (see ``workloads.vision.data``). Default synthetic."""
+    """``synthetic`` (generated class patterns written as JPEG shards on first use; not real
+    data), an ImageFolder directory, a directory or s3://bucket/prefix of tar shards
+    (``workloads.vision.prepare``), or legacy uint8 .npy shards (see ``workloads.vision.data``).
+    ``device`` generates the patterns as tensors on the device (no decoding: a model-only
+    throughput run). Default synthetic."""
     batch_size: int | None = None
     """Images per rank per step (default: the preset's)."""
     image_size: int | None = None
@@ -192,7 +201,21 @@ class TrainConfig(RunConfig):
     label_smoothing: float = 0.1
     """Cross-entropy label smoothing (default 0.1)."""
     hflip: bool = True
-    """Random horizontal flips of shard images (default on; synthetic images are not flipped)."""
+    """Random horizontal flips in training augmentation (default on)."""
+    min_crop: float | None = None
+    """Smallest area fraction of a random-resized crop (default: the preset's, 0.08 for the
+    ResNets, 0.35 for tiny's 32 px images)."""
+    workers: int | None = None
+    """DataLoader worker processes per rank decoding images (default: the node's CPUs split
+    between its ranks minus one, at most 8; 0 decodes in the training process)."""
+    prefetch: int = 2
+    """Batches each worker keeps ready ahead of the step (DataLoader prefetch_factor; default 2)."""
+    eval_every: int = 0
+    """Evaluate top-1/top-5 on the held-out split every N steps; always at the last step
+    (default 0: only at the last step)."""
+    tensorboard_dir: str | None = None
+    """Also write the metrics as TensorBoard scalars here, a directory or s3://bucket/prefix
+    (rank 0; default: none)."""
     precision: str = "auto"
     """auto (bf16 autocast on CUDA, fp32 on CPU), bf16, fp16 (autocast + GradScaler) or fp32."""
     channels_last: bool | None = None
@@ -203,8 +226,10 @@ class TrainConfig(RunConfig):
             raise ConfigError("--preset", f"unknown preset {self.preset!r} "
                                           f"(choose from {', '.join(PRESETS)})")
         super().__post_init__()
-        check_positive(self, ("batch_size", "lr"))
-        check_non_negative(self, ("warmup_steps", "weight_decay"))
+        check_positive(self, ("batch_size", "lr", "prefetch"))
+        check_non_negative(self, ("warmup_steps", "weight_decay", "workers", "eval_every"))
+        if self.min_crop is not None and not 0.0 < self.min_crop <= 1.0:
+            raise ConfigError("--min-crop", f"must be in (0, 1], got {self.min_crop}")
         if self.image_size is not None and self.image_size < 8:
             raise ConfigError("--image-size", f"must be >= 8, got {self.image_size}")
         for name in ("min_lr_ratio", "label_smoothing"):
@@ -216,19 +241,31 @@ class TrainConfig(RunConfig):
             raise ConfigError("--precision", f"must be one of {', '.join(PRECISIONS)}, got "
                                              f"{self.precision!r}")
         check_s3(self.data, "--data")
+        check_s3(self.tensorboard_dir, "--tensorboard-dir")
         if not self.data:
             raise ConfigError("--data", "must be 'synthetic', a directory or s3://bucket/prefix")
 
     def check_inputs(self) -> None:
-        """Local shards readable and matching the model, S3 shards reachable (credentials,
-        bucket), then ``RunConfig``'s checks. Labels are checked against the classes when the
-        shards are opened (``data.ShardLoader``)."""
+        """A local --data directory exists (legacy .npy shards: matching the model), S3 data
+        reachable (credentials, bucket), the TensorBoard directory writable, then
+        ``RunConfig``'s checks. Image sets are checked when opened (``imagesets``: classes,
+        shard sizes against the manifest), labels when the shards are read."""
         if self.data.startswith("s3://"):
             from workloads.common.s3 import check_access
 
             check_access(self.data, "--data")
-        elif self.data != "synthetic":
-            check_manifest(Path(self.data), self.model.image_size, self.model.num_classes)
+        elif self.data not in SYNTHETIC:
+            root = Path(self.data)
+            if not root.is_dir():
+                raise ConfigError("--data", f"{self.data!r} is not a directory")
+            if is_npy_shards(root):
+                check_manifest(root, self.model.image_size, self.model.num_classes)
+        if self.tensorboard_dir and self.tensorboard_dir.startswith("s3://"):
+            from workloads.common.s3 import check_access
+
+            check_access(self.tensorboard_dir, "--tensorboard-dir")
+        elif self.tensorboard_dir:
+            check_writable_dir(Path(self.tensorboard_dir), "--tensorboard-dir")
         super().check_inputs()
 
     def memory_estimate(self, world_size: int, cuda: bool) -> MemoryEstimate:
@@ -280,10 +317,23 @@ class TrainConfig(RunConfig):
         return (self.lr or PRESETS[self.preset].lr) * self.batch * world_size / 256
 
     @property
+    def crop_scale(self) -> tuple[float, float]:
+        return (self.min_crop or PRESETS[self.preset].min_crop, 1.0)
+
+    @property
     def warmup(self) -> int:
         if self.warmup_steps is not None:
             return self.warmup_steps
         return min(PRESETS[self.preset].warmup_steps, self.max_steps // 10)
+
+
+def is_npy_shards(root: Path) -> bool:
+    """Whether ``root`` holds legacy uint8 .npy shards (their manifest says so)."""
+    try:
+        return json.loads((root / "manifest.json").read_text()).get("format") == \
+            "trainyard-vision-npy"
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def check_manifest(root: Path, image_size: int, num_classes: int) -> dict:

@@ -1,18 +1,23 @@
-"""Images for the trainer: synthetic class-structured images, or uint8 .npy shards (dir or s3://).
+"""Images for the trainer: which source ``--data`` names, and the tensors a step consumes.
 
-Both sources yield ``(images, labels)`` per step for this rank: images uint8 NHWC (the layout
-decoders and ``.npy`` shards hold), labels int64. ``to_input`` turns them into normalised float
-NCHW on the device; NHWC permuted to NCHW *is* the channels_last layout, so no copy is needed
-when the model runs channels_last.
+Every source yields ``(images, labels)`` per step for this rank: images uint8 NHWC (what a
+decoder produces), labels int64. ``to_input`` turns them into normalised float NCHW on the
+device; NHWC permuted to NCHW *is* the channels_last layout, so no copy is needed when the model
+runs channels_last.
 
-**Synthetic** (the default, and what the benchmark uses) is **not real data**: every class has a
-fixed random colour and 4x4 texture (from a seed independent of ``--seed``, so every run sees
-the same "dataset"), upsampled to the image size; each image is its class's pattern plus
-Gaussian noise. A CNN learns it in a few steps, so the loss falls, which shows the training loop works; it
-says nothing about accuracy on real images. It is generated on the training device as a pure
-function of ``(seed, step, rank)``: no I/O, and exact on resume.
-
-**Shards** (``python -m workloads.vision.prepare`` writes them; any tool can)::
+- **Encoded images** (``open_source``): an ImageFolder tree or tar shards, local or ``s3://``,
+  decoded and augmented in DataLoader workers: ``imagesets.py`` (where the bytes are and in
+  which order), ``images.py`` (decode, crop, flip, the tar layout), ``loader.py`` (workers,
+  per-sample seeding, the resumable position, evaluation batches).
+- **``--data synthetic``** (the default) is **not real data**: generated class patterns written
+  once per node as JPEG files and tar shards under ``$TRAINYARD_CACHE/data/vision-synthetic/``
+  (``ensure_synthetic``), then read like any other shards, so tests and the demo exercise the
+  decode path. A CNN learns it in a few dozen steps: a falling loss shows the loop works and says
+  nothing about accuracy on photos.
+- **``SyntheticImages``**: the same kind of patterns generated as tensors on the device, no
+  I/O: what ``bench`` times the model step on, with the input pipeline out of the picture.
+- **Legacy ``.npy`` shards** (``ShardLoader``, ``write_shards``): already decoded uint8 arrays at
+  the training resolution, flips only::
 
     manifest.json      {"format": "trainyard-vision-npy", "image_size": [H, W], "num_classes": K,
                         "shards": [{"images": "images-00000.npy", "labels": "labels-00000.npy",
@@ -20,11 +25,10 @@ function of ``(seed, step, rank)``: no I/O, and exact on resume.
     images-00000.npy   uint8 (N, H, W, 3), memory-mapped
     labels-00000.npy   integer (N,)
 
-Each epoch visits every image once in an order fixed by ``(seed, epoch)``; each step consumes
-``world_size x batch`` images of that order and rank r takes its own slice, so the loader's state
-is ``{"epoch", "cursor"}``, saved in every checkpoint. Random horizontal flips come from a
-generator seeded by ``(seed, epoch, cursor, rank)``, so they too repeat exactly after a resume.
-``s3://`` shards are downloaded once per node (local rank 0) into ``$TRAINYARD_CACHE/data/``.
+  Each epoch visits every image once in an order fixed by ``(seed, epoch)``; each step consumes
+  ``world_size x batch`` images of that order and rank r takes its own slice (state ``{"epoch",
+  "cursor"}``); flips are seeded by ``(seed, epoch, cursor, rank)``. ``s3://`` .npy shards are
+  downloaded whole once per node into ``$TRAINYARD_CACHE/data/``.
 """
 
 from __future__ import annotations
@@ -216,3 +220,78 @@ def write_shards(out: Path, images: np.ndarray, labels: np.ndarray, num_classes:
                 "source": source}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1))  # last: marks complete
     return manifest
+
+
+# ----- encoded images -----
+SYNTHETIC_VERSION = 1
+"""Bump when the synthetic generator changes, so caches of the old one are not reused."""
+
+
+def synthetic_counts(num_classes: int) -> tuple[int, int]:
+    """(train, val) images of the synthetic set: at least 2048 and 4 per class for training."""
+    train = max(2048, 4 * num_classes)
+    return train, train // 4
+
+
+def ensure_synthetic(num_classes: int, image_size: int, info: DistInfo) -> Path:
+    """The synthetic set's tar shards, written on first use by each node's local rank 0
+    (collective: the other ranks wait at a barrier)."""
+    root = cache_root() / "data" / "vision-synthetic" / \
+        f"v{SYNTHETIC_VERSION}-k{num_classes}-s{image_size}"
+    shards = root / "shards"
+    if info.is_local_main and not (shards / "manifest.json").is_file():
+        import os
+        import shutil
+        import tempfile
+
+        from workloads.vision.images import write_synthetic
+        from workloads.vision.prepare import build_shards
+
+        root.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(dir=root, prefix=".build-"))
+        train, val = synthetic_counts(num_classes)
+        write_synthetic(work / "jpeg", num_classes, image_size, train, val)
+        build_shards(work / "jpeg", work / "shards", shard_size=256, val_fraction=0.0, seed=0,
+                     source="synthetic class patterns (not real data)")
+        try:
+            os.replace(work / "shards", shards)  # complete or absent
+        except OSError:  # another process on this node finished first
+            pass
+        shutil.rmtree(work, ignore_errors=True)
+    barrier()
+    return shards
+
+
+def open_source(data: str, image_size: int, num_classes: int, batch: int, info: DistInfo,
+                seed: int, workers: int, prefetch: int, scale: tuple[float, float],
+                hflip: bool):
+    """The training source ``--data`` names: an ``ImageLoader`` over encoded images (synthetic
+    included), or a legacy ``ShardLoader``. ConfigError naming --data when the set does not fit
+    the model (more classes than outputs, too few images for one step)."""
+    from workloads.vision.config import check_manifest, is_npy_shards
+    from workloads.vision.imagesets import open_images
+    from workloads.vision.loader import ImageLoader
+
+    if data == "device":
+        return SyntheticImages(num_classes, image_size, batch, info, seed, info.device)
+    if data == "synthetic":
+        data = str(ensure_synthetic(num_classes, image_size, info))
+    elif not data.startswith("s3://") and is_npy_shards(Path(data)) or \
+            data.startswith("s3://") and _s3_is_npy(data):
+        root = resolve_data(data, info)
+        check_manifest(root, image_size, num_classes)
+        return ShardLoader(root, batch, info, seed, hflip, num_classes=num_classes)
+    images = open_images(data)
+    if len(images.classes) > num_classes:
+        raise ConfigError("--data", f"{data!r} has {len(images.classes)} classes, the model "
+                                    f"{num_classes} outputs; pick a --preset with more classes")
+    return ImageLoader(images, batch, image_size, info, seed, workers, prefetch, scale, hflip)
+
+
+def _s3_is_npy(url: str) -> bool:
+    bucket, prefix = parse_s3_url(url, "--data")
+    raw = s3util.get_bytes(s3util.s3_client(), bucket, s3util.join_key(prefix, "manifest.json"))
+    try:
+        return raw is not None and json.loads(raw).get("format") == FORMAT
+    except (ValueError, AttributeError):
+        return False
