@@ -13,6 +13,7 @@ from components.compute.karpenter import Karpenter, KarpenterArgs
 from components.config import StackConfig
 from components.network.network import Network, NetworkArgs
 from components.services.budgets import Budgets, BudgetsArgs
+from components.services.hpo import Hpo, HpoArgs
 from components.services.identity import ClusterAttachment
 from components.services.kubeflow import Kubeflow, KubeflowArgs
 from components.services.kueue import Kueue, KueueArgs, quota_plan
@@ -54,6 +55,7 @@ class Platform(pulumi.ComponentResource):
         self._create_kueue(name)
         self._create_budgets(name)
         self._create_notebooks(name)
+        self._create_hpo(name)
 
         self.register_outputs(self._outputs)
 
@@ -245,6 +247,14 @@ class Platform(pulumi.ComponentResource):
                 {k: v for k, v in self._outputs.items() if k in JOB_OUTPUT_KEYS}),
             tags=config.tags), pulumi.ResourceOptions(parent=self))
         self._outputs.update(notebooksNamespace="notebooks")
+
+    def _create_hpo(self, name: str) -> None:
+        if not self.config.hpo.enabled:
+            return
+        self.hpo = Hpo(f"{name}-hpo", HpoArgs(
+            team_namespaces=dict(self.teams.namespaces), provider=self.cluster.k8s_provider,
+            depends_on=self.k8s_dependencies), pulumi.ResourceOptions(parent=self))
+        self._outputs.update(hpoServiceAccount="hpo")
 
     def _create_budgets(self, name: str) -> None:
         if not self.config.budgets.enabled:

@@ -29,11 +29,11 @@ from typing import Any, Optional
 import yaml
 
 from components.services import trainjob
+from components.services.hpo import ROLE as ROLE
+from components.services.hpo import SERVICE_ACCOUNT as SERVICE_ACCOUNT
 from components.services.k8s_names import DEFAULT_PRIORITY, POOL_LABEL
 from trainyard.errors import UsageError
 
-SERVICE_ACCOUNT = "hpo"
-ROLE = "hpo-controller"
 SPEC_MOUNT = "/etc/hpo"
 CONTROLLER_UID = 1000
 """The EFS access point makes every NFS call as uid/gid 1000 anyway (components/storage/efs.py)."""
@@ -133,27 +133,6 @@ def example_params(spec) -> dict[str, Any]:
 # ----------------------------------------------------------------------------------------------
 # The controller's objects
 # ----------------------------------------------------------------------------------------------
-def controller_rules() -> list[dict]:
-    """Create, follow and delete TrainJobs in its own namespace; nothing else."""
-    return [{"apiGroups": [trainjob.TRAINER_GROUP], "resources": [trainjob.TRAINJOB_PLURAL],
-             "verbs": ["get", "list", "watch", "create", "delete"]}]
-
-
-def rbac(namespace: str) -> list[dict]:
-    meta = {"name": SERVICE_ACCOUNT, "namespace": namespace}
-    return [
-        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta,
-         "automountServiceAccountToken": True},  # it calls the Kubernetes API
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-         "metadata": {"name": ROLE, "namespace": namespace}, "rules": controller_rules()},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-         "metadata": {"name": ROLE, "namespace": namespace},
-         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": ROLE},
-         "subjects": [{"kind": "ServiceAccount", "name": SERVICE_ACCOUNT,
-                       "namespace": namespace}]},
-    ]
-
-
 def config_map(name: str, namespace: str, spec_text: str, trial: dict) -> dict:
     return {"apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": name, "namespace": namespace},
@@ -251,6 +230,7 @@ def render(args, config) -> Rendered:
         raise UsageError(f"{args.spec}: cluster: required to render for the cluster (pool, "
                          "nodes, gpus_per_node, dir)")
     c = spec.cluster
+    _within_stack_ceilings(args.spec, spec, config)
     ckpt, metrics = jobs.trial_paths(c, spec.name, 0)
     outputs = job_render.read_outputs(args.outputs) if args.outputs else None
     try:
@@ -281,8 +261,8 @@ def render(args, config) -> Rendered:
     from components.config.types import SYSTEM_POOL_NAME
 
     name = f"hpo-{spec.name}"
-    objects = [*rbac(req.namespace),
-               config_map(name, req.namespace, Path(args.spec).read_text(), trial_template),
+    # The `hpo` service account and its Role come with the stack (components/services/hpo.py).
+    objects = [config_map(name, req.namespace, Path(args.spec).read_text(), trial_template),
                controller_job(name, req.namespace, spec.name, req.image, claim,
                               {POOL_LABEL: SYSTEM_POOL_NAME})]
     pool = next(p for p in config.gpu_pools if p.name == req.pool.name)
@@ -296,11 +276,39 @@ def render(args, config) -> Rendered:
         f"eta {b.reduction_factor})",
         f"budget: {b.gpu_hours:g} GPU-hours x ${usd:.2f}/GPU-hour ({pool.name}: {basis}) = "
         f"at most ${b.gpu_hours * usd:,.2f}; the controller stops the search when it is spent",
+        f"runs as service account {SERVICE_ACCOUNT} (Role {ROLE}: TrainJobs in "
+        f"{req.namespace} only), created by the stack (trainyard:hpo)",
         f"study: {jobs.study_db(c, spec.name)}; trial metrics and checkpoints: "
         f"{jobs.study_dir(c, spec.name)}/trial-NNN/"
         + (f" (checkpoints under {c.checkpoints})" if c.checkpoints else ""),
     ]
     return Rendered(objects, example, header)
+
+
+def _within_stack_ceilings(path, spec, config) -> None:
+    """The spec's budget and pool against the stack's `trainyard:hpo` (every problem at once)."""
+    from components.config import ConfigError
+
+    h = config.hpo
+    if not h.enabled:
+        raise UsageError(f"stack {config.stack!r} has no trainyard:hpo section: add it (it "
+                         "creates the search controller's service account and sets the "
+                         "budget ceilings; docs/hpo.md)")
+    b, problems = spec.budget, []
+    for key, value, ceiling, name in (
+            ("budget.gpu_hours", b.gpu_hours, h.max_gpu_hours, "maxGpuHours"),
+            ("budget.max_concurrent", b.max_concurrent, h.max_concurrent_trials,
+             "maxConcurrentTrials"),
+            ("budget.max_trials", b.max_trials, h.max_trials, "maxTrials")):
+        if value > ceiling:
+            problems.append(f"{path}: {key} {value:g} exceeds the stack's trainyard:hpo.{name} "
+                            f"{ceiling}")
+    known = {p.name for p in config.gpu_pools}  # an unknown pool: job render's error names it
+    if spec.cluster.pool in known and spec.cluster.pool not in h.pools:
+        problems.append(f"{path}: cluster.pool {spec.cluster.pool!r} is not one of the pools "
+                        f"trainyard:hpo.pools allows ({', '.join(h.pools)})")
+    if problems:
+        raise ConfigError(problems)
 
 
 class _Dumper(yaml.SafeDumper):

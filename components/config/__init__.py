@@ -35,6 +35,7 @@ from components.compute.catalog import Catalog, load_catalog
 from components.config.budgets import parse_budgets
 from components.config.checks import PREFLIGHT_HINT as PREFLIGHT_HINT
 from components.config.checks import RegionFacts, _cross_checks
+from components.config.hpo import parse_hpo
 from components.config.notebooks import parse_notebooks
 from components.config.pools import _pools
 from components.config.reader import ConfigError, Reader, kind
@@ -195,6 +196,7 @@ def load(raw: Mapping[str, Any], stack: str, catalog: Optional[Catalog] = None,
     budgets = parse_budgets(root.child("budgets"), pool_names, team_names)
     notebooks = parse_notebooks(root.child("notebooks"), environment,
                                 pools if root.parsed("gpuPools") else None, image_check)
+    hpo = parse_hpo(root.child("hpo"), pools if root.parsed("gpuPools") else None)
     serving = _serving(root.child("serving"), pools, root.parsed("gpuPools"), monitoring,
                        teams, catalog)
     root.finish()
@@ -206,7 +208,7 @@ def load(raw: Mapping[str, Any], stack: str, catalog: Optional[Catalog] = None,
                        network=network, cluster=cluster, gpu_pools=pools, storage=storage,
                        monitoring=monitoring, kubeflow=kubeflow, teams=teams,
                        registry=registry, secrets=secrets, budgets=budgets,
-                       notebooks=notebooks,
+                       notebooks=notebooks, hpo=hpo,
                        serving=serving)
 
 

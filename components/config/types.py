@@ -335,6 +335,20 @@ class NotebooksConfig:
 
 
 @dataclass(frozen=True)
+class HpoConfig:
+    """`trainyard:hpo` (components/config/hpo.py): hyperparameter searches on this stack. Absent:
+    no searches (`trainyard hpo render` refuses)."""
+
+    enabled: bool = False
+    pools: tuple[str, ...] = ()
+    """Training pools searches may run trials on (default: every training pool)."""
+    max_gpu_hours: int = 100
+    """Most GPU-hours one search may budget (a spec's budget.gpu_hours above it is refused)."""
+    max_concurrent_trials: int = 4
+    max_trials: int = 64
+
+
+@dataclass(frozen=True)
 class BudgetLimit:
     name: str
     """The pool or team."""
@@ -474,6 +488,7 @@ class StackConfig:
     """`trainyard:serving` (components/config/serving.py). Default: off."""
     budgets: BudgetsConfig = field(default_factory=BudgetsConfig)
     notebooks: NotebooksConfig = field(default_factory=NotebooksConfig)
+    hpo: HpoConfig = field(default_factory=HpoConfig)
 
     def pool(self, name: str) -> GpuPoolConfig:
         for p in self.gpu_pools:

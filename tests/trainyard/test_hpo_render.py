@@ -61,8 +61,8 @@ def test_cli_prints_applyable_objects_budget_and_example_trial(capsys):
                             "research")
     assert code == 0, err
     docs = [d for d in yaml.safe_load_all(out) if d]
-    assert [d["kind"] for d in docs] == ["ServiceAccount", "Role", "RoleBinding", "ConfigMap",
-                                         "Job"]
+    # the service account and its Role come with the stack (trainyard:hpo)
+    assert [d["kind"] for d in docs] == ["ConfigMap", "Job"]
     assert all(d["metadata"]["namespace"] == "research" for d in docs)
     # the example trial is a comment: kubectl apply never creates it
     trial = yaml.safe_load("\n".join(line[4:] for line in out.splitlines()
@@ -100,16 +100,22 @@ def _judge(objects) -> list[dict]:
     return report.violations
 
 
+def _with_stack_rbac(objects):
+    from components.services.hpo import rbac
+
+    return [*rbac("research"), *objects]
+
+
 def test_controller_pod_and_rbac_pass_the_pod_rules(rendered):
     # Only the advisory about the API token: the controller calls the Kubernetes API.
-    found = {(v["policy"], v["level"]) for v in _judge(rendered.objects)}
+    found = {(v["policy"], v["level"]) for v in _judge(_with_stack_rbac(rendered.objects))}
     assert found == {("pod-service-account-token", "advisory")}, found
     # ... and the rules do look at this Job: break it and they say so
     broken = copy.deepcopy(rendered.objects)
     (c,) = broken[-1]["spec"]["template"]["spec"]["containers"]
     c["securityContext"]["allowPrivilegeEscalation"] = True
     del c["resources"]
-    found = {v["policy"] for v in _judge(broken)}
+    found = {v["policy"] for v in _judge(_with_stack_rbac(broken))}
     assert {"pod-no-root-or-escalation", "pod-resources-set"} <= found
 
 
@@ -124,9 +130,35 @@ def test_controller_job_runs_the_search_non_root_with_the_spec_and_the_efs_claim
     assert {"name": "shared", "persistentVolumeClaim": {"claimName": "shared-efs"}} in \
         pod["volumes"]
     assert pod["serviceAccountName"] == "hpo"
-    role = next(o for o in rendered.objects if o["kind"] == "Role")
+    role = next(o for o in _with_stack_rbac([]) if o["kind"] == "Role")
     assert role["rules"] == [{"apiGroups": ["trainer.kubeflow.org"], "resources": ["trainjobs"],
                               "verbs": ["get", "list", "watch", "create", "delete"]}]
+
+
+def test_the_prod_plan_gives_every_team_the_controllers_account_and_role(plan_for):
+    plan = plan_for("prod")
+    mine = [r for r in plan["resources"] if "trainyard:index:Hpo" in r["urn"]
+            and r["type"].startswith("kubernetes:")]
+    got = {(r["type"].rsplit(":", 1)[-1], r["inputs"]["metadata"]["namespace"]) for r in mine}
+    assert got == {(k, t) for k in ("ServiceAccount", "Role", "RoleBinding")
+                   for t in ("research", "applied")}
+    assert not [r for r in plan_for("dev")["resources"] if "trainyard:index:Hpo" in r["urn"]]
+
+
+@pytest.mark.parametrize("budget, needle", [
+    ({"gpu_hours": 500}, "budget.gpu_hours 500 exceeds the stack's trainyard:hpo.maxGpuHours 200"),
+    ({"max_trials": 100}, "budget.max_trials 100 exceeds the stack's trainyard:hpo.maxTrials 64"),
+])
+def test_a_budget_over_the_stack_ceiling_is_refused(capsys, tmp_path, budget, needle):
+    path = variant(tmp_path, budget=budget)
+    code, out, err = render(capsys, "--stack", "prod", "--spec", str(path), "--team", "research")
+    assert code == 2 and out == ""
+    assert needle in err and err.count("\n") == 1, err
+
+
+def test_a_stack_without_hpo_is_refused(capsys):
+    code, out, err = render(capsys, "--stack", "dev", "--spec", str(EXAMPLE))
+    assert code == 2 and "stack 'dev' has no trainyard:hpo section" in err
 
 
 def test_the_controller_makes_valid_trials_from_the_template(rendered):
@@ -226,3 +258,27 @@ def test_every_hpo_render_example_in_the_docs_runs_as_written(capsys):
             assert code == 0, f"{path.name}: {line}: {err}"
             found += 1
     assert found >= 1
+
+
+def test_a_pool_the_stack_keeps_from_searches_is_refused(capsys, tmp_path):
+    path = variant(tmp_path, cluster={"pool": "a100", "gpus_per_node": 8})
+    code, out, err = render(capsys, "--stack", "prod", "--spec", str(path), "--team", "research")
+    assert code == 2 and out == ""
+    assert "cluster.pool 'a100' is not one of the pools trainyard:hpo.pools allows " \
+        "(eval-spot, g-spot)" in err, err
+
+
+@pytest.mark.parametrize("section, needle", [
+    ({"pools": ["inference"]}, "trainyard:hpo.pools[0]: 'inference' is not a training pool"),
+    ({"maxGpuHours": 0}, "trainyard:hpo.maxGpuHours: 0 is below the minimum 1"),
+    ({"maxTrial": 3}, "trainyard:hpo.maxTrial"),
+])
+def test_bad_hpo_section_is_one_line(section, needle):
+    from components.config import ConfigError, load
+
+    raw = yaml.safe_load((Path(__file__).resolve().parents[2] / "stacks" /
+                          "Pulumi.prod.yaml").read_text())["config"]
+    raw["trainyard:hpo"] = section
+    with pytest.raises(ConfigError) as e:
+        load(raw, "prod")
+    assert len(e.value.problems) == 1 and needle in e.value.problems[0], e.value.problems
