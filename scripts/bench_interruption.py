@@ -40,7 +40,9 @@ def command(preset: str, ckpt: Path, metrics: Path) -> list[str]:
     return [sys.executable, "-m", "workloads.common.launch", "--standalone", "--nproc-per-node=2",
             "-m", "workloads.llm.train", "--preset", preset, *SHAPES.get(preset, []),
             "--data", "synthetic", "--max-steps", "1000000", "--checkpoint-every", "1000000",
-            "--log-every", "1000000", "--checkpoint-dir", str(ckpt),
+            # the trainer writes step records at log points: every step here, so the bench
+            # sees each step (the SIGTERM path does not depend on it: a CPU all-reduce per step)
+            "--log-every", "1", "--checkpoint-dir", str(ckpt),
             "--metrics-file", str(metrics)]
 
 
