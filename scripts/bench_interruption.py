@@ -61,7 +61,18 @@ def records(path: Path) -> list[dict]:
 def start(cmd: list[str], env: dict, log: Path) -> subprocess.Popen:
     """The trainer, its stderr (torchrun's log) to a file: a pipe nobody reads could fill up."""
     with log.open("a") as err:
-        return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err)
+        # Its own process group, so a failed run can kill the workers too, not only torchrun.
+        return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err,
+                                start_new_session=True)
+
+
+def kill_all(proc: subprocess.Popen) -> None:
+    """The launcher and its workers (a killed torchrun leaves its workers running)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
 
 
 def wait_for(path: Path, proc: subprocess.Popen, done, timeout: float, log: Path) -> float:
@@ -95,7 +106,7 @@ def one_run(preset: str, work: Path, env: dict, warm_steps: int, timeout: float)
         t_exit = time.time()
     finally:
         if proc.poll() is None:
-            proc.kill()
+            kill_all(proc)
     if proc.returncode != 75:
         raise RuntimeError(f"expected exit 75, got {proc.returncode}:\n{log.read_text()}")
     (pre,) = [r for r in records(metrics) if r.get("event") == "preempted"]
@@ -112,7 +123,7 @@ def one_run(preset: str, work: Path, env: dict, warm_steps: int, timeout: float)
         proc.wait(timeout=timeout)
     finally:
         if proc.poll() is None:
-            proc.kill()
+            kill_all(proc)
     (resume,) = [r for r in records(metrics) if r.get("event") == "resume"]
     assert resume["step"] == stop, (resume, stop)
     return {

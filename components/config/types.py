@@ -376,7 +376,7 @@ class BudgetsConfig:
 
 
 SERVING_RUNTIMES = ("huggingface-vllm", "huggingface-cpu", "triton")
-"""Model runtimes (components/serving/runtimes.py): KServe's Hugging Face server with the vLLM
+"""Model runtimes (components/data/serving/runtimes.yaml): KServe's Hugging Face server with the vLLM
 backend on a GPU, the same server with the Transformers backend on CPU, and Triton (ONNX)."""
 SERVING_SIGNALS = ("requests-in-flight", "queue-depth", "cpu")
 """What KEDA scales a model on: requests the server is working on, requests waiting for a slot
