@@ -5,12 +5,32 @@ from __future__ import annotations
 import asyncio
 import copy
 import functools
+from pathlib import Path
 
 import pytest
+import yaml
 
 from trainyard.synth import synthesize
 
 STACKS = ("dev", "staging", "prod")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def stack_raw(stack: str) -> dict:
+    """The `config:` mapping of stacks/Pulumi.<stack>.yaml, read afresh (tests edit it)."""
+    return yaml.safe_load((ROOT / "stacks" / f"Pulumi.{stack}.yaml").read_text())["config"]
+
+
+def section_problems(stack: str, key: str, section) -> list[str]:
+    """The config problems of `stack` with `trainyard:<key>` replaced by `section` (the test
+    fails when the config loads)."""
+    from components.config import ConfigError, load
+
+    raw = stack_raw(stack)
+    raw[f"trainyard:{key}"] = section
+    with pytest.raises(ConfigError) as e:
+        load(raw, stack)
+    return e.value.problems
 
 
 @functools.cache

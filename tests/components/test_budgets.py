@@ -7,18 +7,18 @@ import copy
 from pathlib import Path
 
 import pytest
-import yaml
 
 from components.config import ConfigError, load
 from components.config.types import BudgetLimit, BudgetsConfig
 from components.services.budgets import budget_specs, notifications, tag_filter
+from tests.conftest import stack_raw
 
 ROOT = Path(__file__).resolve().parents[2]
 BUDGET = "aws:budgets/budget:Budget"
 
 
 def raw(stack: str = "prod") -> dict:
-    return yaml.safe_load((ROOT / "stacks" / f"Pulumi.{stack}.yaml").read_text())["config"]
+    return stack_raw(stack)
 
 
 def with_budgets(budgets) -> dict:

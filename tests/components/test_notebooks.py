@@ -9,17 +9,17 @@ import types
 from pathlib import Path
 
 import pytest
-import yaml
 
 from components.compute.catalog import load_catalog
 from components.config import ConfigError, load
 from components.services import notebooks as nb
+from tests.conftest import stack_raw
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def raw(stack: str = "prod") -> dict:
-    return yaml.safe_load((ROOT / "stacks" / f"Pulumi.{stack}.yaml").read_text())["config"]
+    return stack_raw(stack)
 
 
 def prod_cfg():

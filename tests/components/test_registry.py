@@ -6,17 +6,16 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
 
 from components.compute.cluster import NODE_POLICIES
-from components.config import ConfigError, RegistryConfig, load
+from components.config import RegistryConfig, load
 from components.services.registry import (
     ImageRegistry,
     ImageRegistryArgs,
     enhanced_scanning_rules,
     lifecycle_policy,
 )
-from tests.conftest import STACKS, resources, synthesize_program
+from tests.conftest import STACKS, resources, section_problems, stack_raw, synthesize_program
 
 ROOT = Path(__file__).resolve().parents[2]
 ECR = "aws:ecr/repository:Repository"
@@ -24,16 +23,12 @@ LIFECYCLE = "aws:ecr/lifecyclePolicy:LifecyclePolicy"
 SCANNING = "aws:ecr/registryScanningConfiguration:RegistryScanningConfiguration"
 
 
-def raw(stack: str = "dev") -> dict:
-    return yaml.safe_load((ROOT / "stacks" / f"Pulumi.{stack}.yaml").read_text())["config"]
+def raw() -> dict:
+    return stack_raw("dev")
 
 
 def problems(section) -> list[str]:
-    cfg = raw()
-    cfg["trainyard:registry"] = section
-    with pytest.raises(ConfigError) as e:
-        load(cfg, "dev")
-    return e.value.problems
+    return section_problems("dev", "registry", section)
 
 
 # -- config ----------------------------------------------------------------------------------

@@ -8,13 +8,12 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-import yaml
 
 from components.compute.addons import chart
-from components.config import ConfigError, SecretsConfig, load
+from components.config import SecretsConfig, load
 from components.services import secrets as s
 from components.services.monitoring import GRAFANA_SECRET
-from tests.conftest import STACKS, resources, synthesize_program
+from tests.conftest import STACKS, resources, section_problems, stack_raw, synthesize_program
 
 ROOT = Path(__file__).resolve().parents[2]
 CRDS = Path(__file__).parent / "data" / "crds"
@@ -24,16 +23,12 @@ SM = "aws:secretsmanager/secret:Secret"
 SM_VERSION = "aws:secretsmanager/secretVersion:SecretVersion"
 
 
-def raw(stack: str = "dev") -> dict:
-    return yaml.safe_load((ROOT / "stacks" / f"Pulumi.{stack}.yaml").read_text())["config"]
+def raw() -> dict:
+    return stack_raw("dev")
 
 
 def problems(section) -> list[str]:
-    cfg = raw()
-    cfg["trainyard:secrets"] = section
-    with pytest.raises(ConfigError) as e:
-        load(cfg, "dev")
-    return e.value.problems
+    return section_problems("dev", "secrets", section)
 
 
 # -- config ----------------------------------------------------------------------------------

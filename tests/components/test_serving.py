@@ -9,27 +9,24 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
 
-from components.config import ConfigError, load
+from components.config import load
 from components.config.types import ServedModelConfig, ServingAutoscaling, TrafficSplit
 from components.serving import objects
 from components.serving.alb_controller import controller_policy
 from tests.components.kserve_models import kserve_problems
+from tests.conftest import section_problems, stack_raw
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def prod_raw() -> dict:
-    return yaml.safe_load((ROOT / "stacks" / "Pulumi.prod.yaml").read_text())["config"]
+    return stack_raw("prod")
 
 
 def problems(serving: dict) -> list[str]:
-    raw = prod_raw()
-    raw["trainyard:serving"] = serving
-    with pytest.raises(ConfigError) as e:
-        load(raw, "prod")
-    return [p for p in e.value.problems if p.startswith("trainyard:serving")]
+    return [p for p in section_problems("prod", "serving", serving)
+            if p.startswith("trainyard:serving")]
 
 
 def model(**over) -> dict:
