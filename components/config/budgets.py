@@ -91,8 +91,7 @@ def parse_budgets(r: Reader, pool_names: Optional[Sequence[str]],
 
 
 def _percents(r: Reader) -> tuple[int, ...]:
-    value = r.raw.get("alertAtPercent", [80, 100])
-    r._seen.add("alertAtPercent")
+    value = r.value("alertAtPercent", [80, 100])
     if not isinstance(value, list) or not value or not all(
             isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 1000 for v in value):
         r.error(f"expected a list of whole percentages 1..1000, got {value!r}", "alertAtPercent")

@@ -81,7 +81,7 @@ def parse_notebooks(r: Reader, environment: str, pools: Optional[Sequence[GpuPoo
 def _auth(r: Reader, environment: str) -> NotebookAuth:
     kind = r.str("type", "dummy" if not r.raw else None, choices=AUTH_KINDS)
     if kind is None:  # type missing or rejected (reported once): the other keys are not judged
-        r._seen.update(r.raw)
+        r.ignore_rest()
         r.finish()
         return NotebookAuth(kind="dummy")
     if kind == "dummy":

@@ -203,8 +203,7 @@ def _karpenter_rules(r: Reader, reserved: bool, lo: Optional[int], want: Optiona
 def _timestamp(r: Reader, name: str) -> Optional[dt.datetime]:
     """An ISO 8601 date or date-time (UTC unless it names a zone); YAML may already have parsed
     it into a date or datetime."""
-    r._seen.add(name)
-    value = r.raw.get(name)
+    value = r.value(name)
     if value is None:
         return None
     if isinstance(value, dt.datetime):

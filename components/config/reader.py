@@ -206,6 +206,16 @@ class Reader:
         return [Reader(item, f"{self.key(name)}[{i}]", self.problems, muted=self.muted)
                 for i, item in enumerate(value)]
 
+    def value(self, name: str, default: Any = None) -> Any:
+        """The raw value at `name` (marked as read), for a parser that judges it itself."""
+        self._seen.add(name)
+        return self.raw.get(name, default)
+
+    def ignore_rest(self) -> None:
+        """Mark every key as read: their mapping was already refused as a whole, and one
+        problem is enough."""
+        self._seen.update(self.raw)
+
     def finish(self) -> None:
         allowed = ", ".join(sorted(map(str, self._seen)))
         for extra in sorted(set(self.raw) - self._seen, key=str):
