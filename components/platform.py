@@ -11,15 +11,18 @@ from components.compute.device_plugins import DevicePlugins, DevicePluginsArgs
 from components.compute.gpu_pool import GpuPool, GpuPoolArgs
 from components.compute.karpenter import Karpenter, KarpenterArgs
 from components.config import StackConfig
+from components.config.types import SYSTEM_POOL_NAME
 from components.network.network import Network, NetworkArgs
 from components.services.budgets import Budgets, BudgetsArgs
 from components.services.hpo import Hpo, HpoArgs
 from components.services.identity import ClusterAttachment
+from components.services.k8s_names import POOL_LABEL
 from components.services.kubeflow import Kubeflow, KubeflowArgs
 from components.services.kueue import Kueue, KueueArgs, quota_plan
 from components.services.monitoring import Monitoring, MonitoringArgs
 from components.services.notebooks import JOB_OUTPUT_KEYS, Notebooks, NotebooksArgs
 from components.services.registry import ImageRegistry, ImageRegistryArgs
+from components.services.secrets import STORE as SECRET_STORE
 from components.services.secrets import ExternalSecrets, ExternalSecretsArgs
 from components.services.teams import Teams, TeamsArgs
 from components.serving.serving import Serving, ServingArgs
@@ -228,10 +231,6 @@ class Platform(pulumi.ComponentResource):
         return quota_plan(self.config.teams, self.config.gpu_pools).ceilings()
 
     def _create_notebooks(self, name: str) -> None:
-        from components.config.types import SYSTEM_POOL_NAME
-        from components.services import secrets
-        from components.services.k8s_names import POOL_LABEL
-
         config = self.config
         self.notebooks = None
         if not config.notebooks.enabled:
@@ -242,7 +241,7 @@ class Platform(pulumi.ComponentResource):
             training_role_arn=self.storage.identity.role_arn,
             provider=self.cluster.k8s_provider, depends_on=self.k8s_dependencies,
             system_selector={POOL_LABEL: SYSTEM_POOL_NAME},
-            secret_store=secrets.STORE if self.secrets is not None else None,
+            secret_store=SECRET_STORE if self.secrets is not None else None,
             stack_outputs=pulumi.Output.json_dumps(
                 {k: v for k, v in self._outputs.items() if k in JOB_OUTPUT_KEYS}),
             tags=config.tags), pulumi.ResourceOptions(parent=self))

@@ -356,4 +356,6 @@ KARPENTER_NODECLASS = custom_resource_type("karpenter.k8s.aws/v1", "EC2NodeClass
 POOL_LABEL = "trainyard.io/pool"
 """Node label: the trainyard pool a node belongs to (every provisioner sets it)."""
 EFA_LABEL = "trainyard.io/efa"
+PURPOSE_LABEL = "trainyard.io/purpose"
+"""On the nodes of pools that serve models (`inference`): Kueue does not queue for them."""
 ACCELERATOR_LABEL = "trainyard.io/accelerator"

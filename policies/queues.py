@@ -35,6 +35,7 @@ from .common import (
     KARPENTER_NODEPOOL,
     MANDATORY,
     POOL_LABEL,
+    PURPOSE_LABEL,
     Refs,
     Stack,
     get,
@@ -123,10 +124,6 @@ class Pool:
     efa: bool
     urn: str
     provisioner: str
-
-
-PURPOSE_LABEL = "trainyard.io/purpose"
-"""Set on the nodes of serving (`inference`) pools: Kueue does not queue for them."""
 
 
 def gpu_pools(stack: Stack) -> dict[str, Pool]:

@@ -47,3 +47,12 @@ def test_eks_calendar_matches_components():
         p = pack.CALENDAR[version]
         assert (p.released, p.end_of_standard, p.end_of_extended, p.confirmed) == \
             (v.eks_release, v.end_of_standard, v.end_of_extended, v.confirmed), version
+
+
+def test_node_label_names_match_components():
+    """The pack keeps its own copies (it runs without components/); they must not drift."""
+    from components.services import k8s_names as ours
+    from policies import common
+
+    for name in ("POOL_LABEL", "EFA_LABEL", "ACCELERATOR_LABEL", "PURPOSE_LABEL"):
+        assert getattr(common, name) == getattr(ours, name), name
